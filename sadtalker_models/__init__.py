@@ -1,0 +1,7 @@
+"""SadTalker inference as a plain torch/numpy library.
+
+Nothing heavy happens at import time; import the stage modules you need
+(`sadtalker_models.audio`, `sadtalker_models.renderer`, ...). See docs/DESIGN.md.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The SadTalker networks, one module per network; parameter names follow the official checkpoints."""
