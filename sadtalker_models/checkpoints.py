@@ -1,0 +1,318 @@
+"""Loading the official SadTalker checkpoint files, strictly, with errors a user can act on.
+
+Files (``docs/DESIGN.md``, spec §2):
+
+* ``SadTalker_V0.0.2_256.safetensors`` / ``SadTalker_V0.0.2_512.safetensors``: one flat
+  safetensors file holding five sub-models under the prefixes ``face_3drecon.``, ``audio2exp.``,
+  ``audio2pose.``, ``kp_extractor.`` and ``generator.``. It is opened once and every sub-model
+  reads its own tensors from that one handle.
+* ``mapping_00229-model.pth.tar`` (70 inputs; crop / extcrop / resize) and
+  ``mapping_00109-model.pth.tar`` (73 inputs; full / extfull): torch pickles whose ``"mapping"``
+  entry is the MappingNet state dict. They are read with ``torch.load(weights_only=True)``, so
+  nothing in a checkpoint can execute code.
+
+Every problem surfaces as :class:`CheckpointError` (a ``ValueError``) whose message names the
+file, says what is wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+RELEASE_URL = "https://github.com/OpenTalker/SadTalker/releases/download/v0.0.2-rc/"
+
+
+@dataclass(frozen=True)
+class OfficialFile:
+    """One downloadable file: where it comes from and how to recognise it."""
+
+    name: str
+    url: str
+    size: int
+    sha256: str
+
+
+def _official(name: str, size: int, sha256: str, url: str | None = None) -> OfficialFile:
+    return OfficialFile(name, url or RELEASE_URL + name, size, sha256)
+
+
+#: The official SadTalker files (sizes and hashes as published for the v0.0.2-rc release).
+OFFICIAL_FILES: dict[str, OfficialFile] = {
+    f.name: f
+    for f in (
+        _official("SadTalker_V0.0.2_256.safetensors", 725066984,
+                  "c211f5d6de003516bf1bbda9f47049a4c9c99133b1ab565c6961e5af16477bff"),
+        _official("SadTalker_V0.0.2_512.safetensors", 725066984,
+                  "0e063f7ff5258240bdb0f7690783a7b1374e6a4a81ce8fa33456f4cd49694340"),
+        _official("mapping_00229-model.pth.tar", 155521183,
+                  "62a1e06006cc963220f6477438518ed86e9788226c62ae382ddc42fbcefb83f1"),
+        _official("mapping_00109-model.pth.tar", 155779231,
+                  "84a8642468a3fcfdd9ab6be955267043116c2bec2284686a5262f1eaf017f64c"),
+    )
+}
+
+#: Sub-model prefix in the safetensors file -> (module path, class name).
+SUBMODELS: dict[str, tuple[str, str]] = {
+    "face_3drecon": ("sadtalker_models.networks.recon_net", "ReconNet"),
+    "audio2exp": ("sadtalker_models.networks.expnet", "ExpNet"),
+    "audio2pose": ("sadtalker_models.networks.pose_vae", "PoseVAE"),
+    "kp_extractor": ("sadtalker_models.networks.keypoint_detector", "KPDetector"),
+    "generator": ("sadtalker_models.networks.spade_generator", "OcclusionAwareSPADEGenerator"),
+}
+
+#: MappingNet input channels per mapping file.
+MAPPING_INPUTS: dict[str, int] = {"mapping_00229-model.pth.tar": 70, "mapping_00109-model.pth.tar": 73}
+
+SIZES = (256, 512)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, damaged, or not the file it should be."""
+
+
+@dataclass
+class SadTalkerNets:
+    """The five networks of one ``SadTalker_V0.0.2_<size>.safetensors`` file, in eval mode."""
+
+    recon: nn.Module
+    expnet: nn.Module
+    posevae: nn.Module
+    kp_detector: nn.Module
+    generator: nn.Module
+    path: Path
+    device: torch.device
+    dtype: torch.dtype
+
+
+def sadtalker_file_for(size: int) -> str:
+    """The official safetensors file name for render size 256 or 512."""
+    if size not in SIZES:
+        raise ValueError(f"SadTalker checkpoints exist for sizes 256 and 512, not {size}.")
+    return f"SadTalker_V0.0.2_{size}.safetensors"
+
+
+def mapping_file_for(preprocess: str) -> str:
+    """The MappingNet file a preprocess mode uses: the 73-input one for any ``*full`` mode (spec §2.1)."""
+    return "mapping_00109-model.pth.tar" if "full" in preprocess else "mapping_00229-model.pth.tar"
+
+
+def missing_file_message(path: Path) -> str:
+    """What to tell a user whose checkpoint ``path`` does not exist."""
+    official = OFFICIAL_FILES.get(path.name)
+    where = f"Put it in {path.parent}"
+    if official is None:
+        return f"Checkpoint {path} does not exist. {where}."
+    return (
+        f"Checkpoint {path.name} is missing from {path.parent}. Download it from {official.url} "
+        f"({official.size:,} bytes) into that folder, or run "
+        f"`python -m sadtalker_models download --models-dir \"{path.parent}\"`."
+    )
+
+
+def _check_exists(path: Path) -> None:
+    if not path.is_file():
+        raise CheckpointError(missing_file_message(path))
+
+
+def _damaged(path: Path, detail: str) -> CheckpointError:
+    official = OFFICIAL_FILES.get(path.name)
+    size = path.stat().st_size
+    expect = f" The official file is {official.size:,} bytes; this one is {size:,}." if official else ""
+    url = f" from {official.url}" if official else ""
+    return CheckpointError(
+        f"Checkpoint {path} is truncated or corrupt ({detail}).{expect} "
+        f"Delete it and download it again{url}."
+    )
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in chunks (memory stays flat)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_size_matches(path: Path, size: int) -> None:
+    """Refuse a 256 file asked for as 512 (or the reverse).
+
+    The two official files have the same layout, so only their name and their hash tell them
+    apart. The name is checked always; the content hash only when the file has the official
+    byte size, so a renamed official file is still recognised.
+    """
+    other = 512 if size == 256 else 256
+    other_name = sadtalker_file_for(other)
+    if path.name == other_name:
+        raise CheckpointError(
+            f"{path.name} is the {other}-pixel model but size {size} was asked for. "
+            f"Choose size {other}, or use {sadtalker_file_for(size)}."
+        )
+    official_other = OFFICIAL_FILES[other_name]
+    if path.stat().st_size == official_other.size and sha256_of(path) == official_other.sha256:
+        raise CheckpointError(
+            f"{path} has the contents of the official {other_name} (sha256 match) but size {size} "
+            f"was asked for. Rename it back to {other_name} and choose size {other}, or download "
+            f"{sadtalker_file_for(size)}."
+        )
+
+
+def _key_report(path: Path, prefix: str, module: nn.Module, state: Mapping[str, torch.Tensor]) -> str | None:
+    """Describe missing, unexpected and mis-shaped keys (first few of each), or None if all match."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shaped = [
+        f"{prefix}{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    parts = []
+    for label, items in (("missing keys", [prefix + k for k in missing]),
+                         ("unexpected keys", [prefix + k for k in unexpected]),
+                         ("wrong shapes", shaped)):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
+    if not parts:
+        return None
+    return f"Checkpoint {path} does not match the SadTalker layout: " + "; ".join(parts) + (
+        ". It is not an official SadTalker file or it was saved by other code; download the "
+        "official file again."
+    )
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path, prefix: str = "") -> nn.Module:
+    """Load ``state`` into ``module`` with strict key and shape checking; put it in eval mode.
+
+    Raises :class:`CheckpointError` listing the first few missing, unexpected and mis-shaped keys.
+    """
+    report = _key_report(path, prefix, module, state)
+    if report:
+        raise CheckpointError(report)
+    module.load_state_dict(state, strict=True)
+    return module.eval().requires_grad_(False)
+
+
+def _build(prefix: str) -> nn.Module:
+    module_path, class_name = SUBMODELS[prefix]
+    return getattr(importlib.import_module(module_path), class_name)()
+
+
+def load_sadtalker(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    size: int | None = None,
+) -> SadTalkerNets:
+    """Load all five networks of a ``SadTalker_V0.0.2_<size>.safetensors`` file.
+
+    The file is opened once; each sub-model reads only its own tensors from that handle.
+    ``size`` (256/512), when given, is checked against the file (see :func:`check_size_matches`).
+    Networks are returned in eval mode on ``device`` in ``dtype`` (integer buffers keep int64).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    _check_exists(path)
+    if size is not None:
+        check_size_matches(path, size)
+    device = torch.device(device)
+    nets: dict[str, nn.Module] = {}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            keys = list(handle.keys())
+            foreign = sorted({k.split(".", 1)[0] for k in keys} - set(SUBMODELS))
+            for prefix in SUBMODELS:
+                head = prefix + "."
+                state = {k[len(head):]: handle.get_tensor(k) for k in keys if k.startswith(head)}
+                if not state:
+                    raise CheckpointError(
+                        f"Checkpoint {path} has no '{head}*' tensors, so it is not a SadTalker "
+                        f"V0.0.2 file (top-level names found: {', '.join(foreign[:5]) or 'none'}). "
+                        f"Download {sadtalker_file_for(size or 256)} from "
+                        f"{OFFICIAL_FILES[sadtalker_file_for(size or 256)].url}."
+                    )
+                module = load_strict(_build(prefix), state, path, head)
+                nets[prefix] = module.to(device=device, dtype=dtype)
+                del state
+            if foreign:
+                raise CheckpointError(
+                    f"Checkpoint {path} has unexpected top-level entries {', '.join(foreign[:5])}; "
+                    "it is not an official SadTalker V0.0.2 file."
+                )
+    except SafetensorError as err:
+        raise _damaged(path, f"safetensors: {err}") from err
+    except OSError as err:
+        raise _damaged(path, str(err)) from err
+    return SadTalkerNets(
+        recon=nets["face_3drecon"],
+        expnet=nets["audio2exp"],
+        posevae=nets["audio2pose"],
+        kp_detector=nets["kp_extractor"],
+        generator=nets["generator"],
+        path=path,
+        device=device,
+        dtype=dtype,
+    )
+
+
+def load_mapping(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> nn.Module:
+    """Load a ``mapping_*-model.pth.tar`` MappingNet with ``torch.load(weights_only=True)``.
+
+    The number of input coefficients (70 or 73) is read from the file; for the two official
+    names it must be the one that name stands for.
+    """
+    from sadtalker_models.networks.mapping_net import MappingNet
+
+    path = Path(path)
+    _check_exists(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"Checkpoint {path} contains objects other than tensors and plain containers, so it "
+            f"was refused (torch.load weights_only=True: {str(err).splitlines()[0]}). Use the "
+            "official file."
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise _damaged(path, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+    if not isinstance(blob, dict) or "mapping" not in blob or not isinstance(blob["mapping"], dict):
+        found = ", ".join(map(str, list(blob)[:5])) if isinstance(blob, dict) else type(blob).__name__
+        raise CheckpointError(
+            f"Checkpoint {path} has no 'mapping' entry (found: {found}); it is not a SadTalker "
+            "MappingNet file. Download mapping_00229-model.pth.tar and mapping_00109-model.pth.tar "
+            f"from {RELEASE_URL}."
+        )
+    state = blob["mapping"]
+    first = state.get("first.0.weight")
+    if not isinstance(first, torch.Tensor) or first.dim() != 3:
+        raise CheckpointError(_key_report(path, "mapping.", MappingNet(70), state) or
+                              f"Checkpoint {path}: 'first.0.weight' is not a (1024, C, 7) tensor.")
+    coeff_nc = int(first.shape[1])
+    expected = MAPPING_INPUTS.get(path.name)
+    if expected is not None and coeff_nc != expected:
+        raise CheckpointError(
+            f"{path.name} should take {expected} coefficients but this file takes {coeff_nc}: the "
+            "two mapping files look swapped or renamed. mapping_00229 serves crop/extcrop/resize "
+            "(70), mapping_00109 serves full/extfull (73)."
+        )
+    module = load_strict(MappingNet(coeff_nc), state, path, "mapping.")
+    return module.to(device=device, dtype=dtype)

@@ -1,0 +1,177 @@
+"""Shared test fixtures: stand-in checkpoints in the official layout, and parity case discovery.
+
+The stand-in weights come from ``../shared/parity/make_weights.py`` and the manifests beside it.
+They are written as the files users download (``SadTalker_V0.0.2_256.safetensors`` and the two
+``mapping_*.pth.tar``) and always loaded back through the project's real loader
+(:mod:`sadtalker_models.checkpoints`).
+
+Files are written once per seed into a cache folder (``$SADTALKER_TEST_CACHE``, default
+``.pytest_cache/sadtalker-weights`` in the repo) whose name carries a digest of the manifests and
+of ``make_weights.py``, so a changed manifest or generator gives new files. Writes are atomic, so
+parallel test runs never see half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SADTALKER_SHARED_DIR", REPO.parent / "shared"))
+PARITY = SHARED / "parity"
+PARITY_CASES = Path(os.environ.get("SADTALKER_PARITY_DIR", PARITY / "cases"))
+MEDIA = SHARED / "media"
+SADTALKER_MANIFEST = PARITY / "manifests" / "SadTalker_V0.0.2.safetensors.json"
+MAPPING_FILES = ("mapping_00229-model.pth.tar", "mapping_00109-model.pth.tar")
+CHECKPOINT_NAME = "SadTalker_V0.0.2_256.safetensors"
+
+
+def _load_make_weights():
+    spec = importlib.util.spec_from_file_location("shared_make_weights", PARITY / "make_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cache_root() -> Path:
+    root = Path(os.environ.get("SADTALKER_TEST_CACHE", REPO / ".pytest_cache" / "sadtalker-weights"))
+    digest = hashlib.sha256()
+    for path in sorted((PARITY / "manifests").glob("*.json")) + [PARITY / "make_weights.py"]:
+        digest.update(path.read_bytes())
+    return root / digest.hexdigest()[:16]
+
+
+def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
+    write(tmp)
+    os.replace(tmp, target)
+
+
+def write_stand_in_weights(folder: Path, seed: int) -> Path:
+    """Write the three official-layout files for ``seed`` into ``folder`` (skips existing files)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    make_weights = _load_make_weights()
+    target = folder / CHECKPOINT_NAME
+    if not target.exists():
+        manifest = json.loads(SADTALKER_MANIFEST.read_text())
+        state = make_weights.make_state_dict(manifest, seed)
+        _atomic_write(target, lambda p: save_file(state, str(p)))
+        del state
+    for name in MAPPING_FILES:
+        target = folder / name
+        if not target.exists():
+            manifest = json.loads((PARITY / "manifests" / f"{name}.json").read_text())
+            blob = {"mapping": make_weights.make_state_dict(manifest, seed), "epoch": int(name[8:13])}
+            _atomic_write(target, lambda p: torch.save(blob, p))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def stand_in_weights() -> Callable[[int], Path]:
+    """``stand_in_weights(seed)`` -> folder holding the SadTalker 256 file and both mapping files."""
+    root = _cache_root()
+    made: dict[int, Path] = {}
+
+    def get(seed: int = 0) -> Path:
+        if seed not in made:
+            made[seed] = write_stand_in_weights(root / f"seed{seed}", seed)
+        return made[seed]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def weights_dir(stand_in_weights) -> Path:
+    """Folder with the seed-0 stand-in files, laid out like ``ComfyUI/models/sadtalker``."""
+    return stand_in_weights(0)
+
+
+@dataclass
+class LoadedModels:
+    """Networks loaded through the real loader for one seed; mapping nets load on first use."""
+
+    folder: Path
+    nets: object
+    mappings: dict = field(default_factory=dict)
+
+    def mapping(self, preprocess: str):
+        from sadtalker_models.checkpoints import load_mapping, mapping_file_for
+
+        name = mapping_file_for(preprocess)
+        if name not in self.mappings:
+            self.mappings[name] = load_mapping(self.folder / name)
+        return self.mappings[name]
+
+
+@pytest.fixture(scope="session")
+def parity_models(stand_in_weights) -> Callable[[int], LoadedModels]:
+    """``parity_models(seed)`` -> :class:`LoadedModels`, loaded once per seed per session."""
+    from sadtalker_models.checkpoints import load_sadtalker
+
+    loaded: dict[int, LoadedModels] = {}
+
+    def get(seed: int = 0) -> LoadedModels:
+        if seed not in loaded:
+            folder = stand_in_weights(seed)
+            loaded[seed] = LoadedModels(folder, load_sadtalker(folder / CHECKPOINT_NAME, size=256))
+        return loaded[seed]
+
+    return get
+
+
+@dataclass
+class ParityCase:
+    """One ``*.safetensors`` parity case: metadata (JSON-decoded) and tensors (read on first use)."""
+
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @cached_property
+    def meta(self) -> dict:
+        from safetensors import safe_open
+
+        with safe_open(str(self.path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+        return {k: json.loads(v) for k, v in raw.items()}
+
+    @property
+    def stage(self) -> str:
+        return self.meta.get("stage", "")
+
+    @property
+    def seed(self) -> int:
+        return int(self.meta.get("weights_seed", 0))
+
+    @cached_property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        return load_file(str(self.path))
+
+
+def parity_case_files(folder: Path = PARITY_CASES) -> list[Path]:
+    """Every case in ``folder``: the ``*.safetensors`` cases and ``face_crop.json``."""
+    return sorted(folder.glob("*.safetensors")) + sorted(folder.glob("face_crop.json"))
+
+
+def sibling_cases(folder: Path = PARITY_CASES) -> dict[str, list[ParityCase]]:
+    """The ``*.safetensors`` cases of ``folder`` grouped by their ``stage`` metadata."""
+    grouped: dict[str, list[ParityCase]] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        case = ParityCase(path)
+        grouped.setdefault(case.stage, []).append(case)
+    return grouped
