@@ -1,0 +1,320 @@
+"""Stages 5-8: blink schedule, ExpNet, PoseVAE, pose smoothing and assembly (spec §6-§9).
+
+``audio_to_coefficients`` turns mel windows ``(1,T,1,80,16)`` and the source ``coeff_3dmm`` into
+per-frame coefficients ``(T,70) = [expression 64 | angles 3 | translation 3]``.
+
+Randomness (the blink gaps and the PoseVAE latent noise) comes only from an explicit
+``torch.Generator`` (or an int seed): never from Python's ``random`` module nor torch's global RNG.
+The reference drew blink gaps with ``random.choice``; here the same distribution (uniform over the
+integer range) is drawn with ``torch.randint`` on the generator, so a given seed is reproducible
+but does not give the reference's exact blink positions. Draw order: blink gaps first, then one
+``randn(1, 64)`` per pose chunk in chunk order (as the reference's CPU generator did).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.signal import savgol_filter
+
+logger = logging.getLogger(__name__)
+
+BLINK_PULSE = (0.5, 0.9, 1.0, 0.9, 0.5)
+EXP_CHUNK = 10
+POSE_SEQ_LEN = 32
+POSE_CHUNKS_PER_CALL = 4
+LATENT_SIZE = 64
+NUM_POSE_STYLES = 46
+SAVGOL_WINDOW = 13
+SAVGOL_ORDER = 2
+
+
+@dataclass
+class CoeffResult:
+    """Output of :func:`audio_to_coefficients` (all float32, CPU).
+
+    exp: ``(1, T, 64)`` ExpNet expression.
+    pose_raw: ``(1, T, 6)`` source pose + PoseVAE motion, before smoothing.
+    pose_smooth: ``(1, T, 6)`` after Savitzky-Golay (and before any reference pose is added).
+    coeffs: ``(T, 70)`` ``[exp | pose_smooth]`` (+ reference pose motion when given).
+    ratio: ``(1, T, 1)`` blink ratio fed to ExpNet.
+    z: ``(chunks, 1, 64)`` PoseVAE noise used, one per decoded chunk.
+    """
+
+    exp: torch.Tensor
+    pose_raw: torch.Tensor
+    pose_smooth: torch.Tensor
+    coeffs: torch.Tensor
+    ratio: torch.Tensor
+    z: torch.Tensor
+
+
+def make_generator(seed_or_generator: torch.Generator | int | None) -> torch.Generator:
+    """A CPU generator: the one given, one seeded with the int given, or a freshly seeded one."""
+    if isinstance(seed_or_generator, torch.Generator):
+        if seed_or_generator.device.type != "cpu":
+            raise ValueError("Pass a CPU torch.Generator (torch.Generator() or torch.Generator('cpu')).")
+        return seed_or_generator
+    gen = torch.Generator()
+    if seed_or_generator is None:
+        gen.seed()  # non-deterministic, but local to this generator
+    else:
+        gen.manual_seed(int(seed_or_generator) & 0xFFFF_FFFF_FFFF_FFFF)
+    return gen
+
+
+# ----------------------------------------------------------------------------- blink (§6)
+
+def blink_schedule(num_frames: int, generator: torch.Generator | int | None = None) -> torch.Tensor:
+    """Random eye-blink ratio ``(1, T, 1)`` float32 (spec §6.1).
+
+    5-frame pulses ``0.5, 0.9, 1.0, 0.9, 0.5``; before each pulse a gap ``g`` drawn uniformly from
+    ``10 .. min(T//2, 70) - 1``; a pulse is written only if it ends before the last frame. ``T <= 20``
+    gives no blink; when the gap range is empty (``T = 21``, where the reference crashes) there is
+    no blink either.
+    """
+    t = int(num_frames)
+    if t < 1:
+        raise ValueError(f"num_frames must be at least 1, got {num_frames}.")
+    ratio = torch.zeros(1, t, 1, dtype=torch.float32)
+    if t <= 20:
+        return ratio
+    low, high = min(10, t), min(t // 2, 70)
+    if high <= low:
+        return ratio
+    gen = make_generator(generator)
+    pulse = torch.tensor(BLINK_PULSE, dtype=torch.float32)
+    f = 0
+    while f < t:
+        g = int(torch.randint(low, high, (1,), generator=gen).item())
+        if f + g + 5 <= t - 1:
+            ratio[0, f + g : f + g + 5, 0] = pulse
+            f += g + 5
+        else:
+            break
+    return ratio
+
+
+def tile_to_length(seq: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Repeat rows of ``seq (N, ...)`` to exactly ``num_frames`` rows: ``floor(T/N)`` copies then
+    the first ``T mod N`` rows (or just the first ``T`` rows when ``N >= T``) (spec §6.2, §9.3)."""
+    n = seq.shape[0]
+    if n == 0:
+        raise ValueError("The reference sequence is empty; give a reference video with at least one frame.")
+    if n >= num_frames:
+        return seq[:num_frames]
+    idx = torch.arange(num_frames) % n
+    return seq[idx]
+
+
+def _check_reference(ref: torch.Tensor | np.ndarray, name: str, min_cols: int) -> torch.Tensor:
+    r = torch.as_tensor(ref).detach().to("cpu", torch.float32)
+    if r.ndim == 3 and r.shape[0] == 1:
+        r = r[0]
+    if r.ndim != 2 or r.shape[1] < min_cols or r.shape[0] < 1:
+        raise ValueError(
+            f"{name} must be per-frame 3DMM coefficients shaped (N, 73) (at least {min_cols} columns, N >= 1); "
+            f"got {tuple(r.shape)}."
+        )
+    if not torch.isfinite(r).all():
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    return r
+
+
+# ----------------------------------------------------------------------------- smoothing (§9.1)
+
+def savgol_window(num_frames: int) -> int:
+    """Savitzky-Golay window: 13 if ``T >= 13``, else the largest odd ``<= T``; 0 (no smoothing) for ``T <= 2``."""
+    if num_frames <= 2:
+        return 0
+    if num_frames >= SAVGOL_WINDOW:
+        return SAVGOL_WINDOW
+    return num_frames if num_frames % 2 == 1 else num_frames - 1
+
+
+def smooth_pose(pose: torch.Tensor) -> torch.Tensor:
+    """Savitzky-Golay (order 2, ``interp`` edges) along time of ``pose (1, T, 6)`` -> ``(1, T, 6)`` float32.
+
+    ``T <= 2`` is returned unchanged (the reference crashes there: no order-2 fit exists).
+    """
+    window = savgol_window(pose.shape[1])
+    if window == 0:
+        return pose.clone()
+    out = savgol_filter(pose.detach().cpu().numpy(), window, SAVGOL_ORDER, axis=1, mode="interp")
+    return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+
+# ----------------------------------------------------------------------------- networks (§7, §8)
+
+def num_pose_chunks(num_frames: int) -> int:
+    """Number of 32-frame PoseVAE chunks (and noise vectors) for ``T`` frames: ``ceil((T-1)/32)``."""
+    return -(-(max(int(num_frames), 1) - 1) // POSE_SEQ_LEN)
+
+
+def _net_place(net: torch.nn.Module, device, dtype) -> tuple[torch.device, torch.dtype]:
+    p = next(net.parameters())
+    return (torch.device(device) if device is not None else p.device), (dtype if dtype is not None else p.dtype)
+
+
+def run_expnet(
+    expnet: torch.nn.Module,
+    indiv_mels: torch.Tensor,
+    ref_exp: torch.Tensor,
+    ratio: torch.Tensor,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """ExpNet over all frames in chunks of 10 (spec §7.2).
+
+    Args:
+        indiv_mels: ``(1, T, 1, 80, 16)``; ref_exp: ``(1, T, 64)``; ratio: ``(1, T, 1)``.
+
+    Returns:
+        ``(1, T, 64)`` float32 on the CPU.
+    """
+    dev, dt = _net_place(expnet, device, dtype)
+    t = indiv_mels.shape[1]
+    outs = []
+    for i in range(0, t, EXP_CHUNK):
+        mel = indiv_mels[0, i : i + EXP_CHUNK].to(dev, dt)
+        ref = ref_exp[0, i : i + EXP_CHUNK].to(dev, dt)
+        rat = ratio[0, i : i + EXP_CHUNK].to(dev, dt)
+        outs.append(expnet(mel, ref, rat).float().cpu())
+    return torch.cat(outs, dim=0)[None]
+
+
+def run_posevae(
+    posevae: torch.nn.Module,
+    indiv_mels: torch.Tensor,
+    pose_ref: torch.Tensor,
+    pose_style: int,
+    z: torch.Tensor,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """PoseVAE motion for every frame, chunked as in spec §8.2.
+
+    Args:
+        indiv_mels: ``(1, T, 1, 80, 16)``.
+        pose_ref: ``(1, 6)`` source angles + translation.
+        pose_style: 0..45.
+        z: ``(num_pose_chunks(T), 1, 64)`` noise, one per chunk in order.
+
+    Returns:
+        ``pose = pose_ref + motion`` ``(1, T, 6)`` float32 on the CPU; frame 0 has zero motion.
+    """
+    dev, dt = _net_place(posevae, device, dtype)
+    t = indiv_mels.shape[1]
+    n_full, rem = divmod(t - 1, POSE_SEQ_LEN)
+    ref_d = pose_ref.to(dev, dt)
+    motions = [torch.zeros(1, 1, 6)]
+    # Full chunks: windows 1+32c .. 32+32c, decoded a few chunks per call (per-sample ops only).
+    for c0 in range(0, n_full, POSE_CHUNKS_PER_CALL):
+        cs = range(c0, min(c0 + POSE_CHUNKS_PER_CALL, n_full))
+        mels = torch.stack([indiv_mels[0, 1 + POSE_SEQ_LEN * c : 1 + POSE_SEQ_LEN * (c + 1)] for c in cs])
+        zz = torch.cat([z[c] for c in cs], dim=0)
+        out = posevae.decode_chunk(mels.to(dev, dt), zz.to(dev, dt), ref_d.expand(len(cs), -1), pose_style)
+        motions.append(out.float().cpu().reshape(1, -1, 6))
+    if rem > 0:
+        # Remainder: the last 32 windows among 1..T-1 (fewer when T-1 < 32; left-padded in the net).
+        mels = indiv_mels[:, max(1, t - POSE_SEQ_LEN) : t]
+        out = posevae.decode_chunk(mels.to(dev, dt), z[n_full].to(dev, dt), ref_d, pose_style)
+        motions.append(out.float().cpu()[:, -rem:])
+    motion = torch.cat(motions, dim=1)
+    return pose_ref.float().cpu()[:, None, :] + motion
+
+
+# ----------------------------------------------------------------------------- all of §6-§9
+
+def audio_to_coefficients(
+    expnet: torch.nn.Module,
+    posevae: torch.nn.Module,
+    indiv_mels: torch.Tensor,
+    source_coeff: torch.Tensor,
+    pose_style: int = 0,
+    generator: torch.Generator | int | None = None,
+    blink: bool = True,
+    blink_ratio: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    ref_eyeblink: torch.Tensor | None = None,
+    ref_pose: torch.Tensor | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> CoeffResult:
+    """Mel windows + source coefficients -> per-frame coefficients (spec §6-§9).
+
+    Args:
+        indiv_mels: ``(1, T, 1, 80, 16)`` (``(T, 80, 16)`` is accepted too).
+        source_coeff: the source ``coeff_3dmm`` ``(1, 73)`` (``(1, 70)`` also works).
+        pose_style: PoseVAE style 0..45.
+        generator: CPU ``torch.Generator`` or int seed for the blink gaps and the pose noise
+            (None: a fresh non-deterministic generator).
+        blink: draw a random blink schedule (ignored when ``blink_ratio`` or ``ref_eyeblink`` is given).
+        blink_ratio: explicit ratio ``(1, T, 1)`` (or ``(T,)``/``(T, 1)``).
+        z: explicit pose noise ``(num_pose_chunks(T), 1, 64)``; drawn from ``generator`` when None.
+        ref_eyeblink: ``(N, 73)`` coefficients of a reference video; its expression (cols 0:64),
+            tiled to T, replaces the source expression fed to ExpNet, and the blink ratio is zero.
+        ref_pose: ``(N, 73)``; its pose motion relative to its first frame (cols 64:70, tiled to T)
+            is added to the smoothed pose.
+        device, dtype: where the networks run (default: where their parameters are).
+
+    Returns:
+        :class:`CoeffResult`; ``coeffs`` is ``(T, 70)`` float32.
+    """
+    mels = torch.as_tensor(indiv_mels).detach().to("cpu", torch.float32)
+    if mels.ndim == 3:
+        mels = mels[None, :, None]
+    if mels.ndim != 5 or mels.shape[0] != 1 or mels.shape[2:] != (1, 80, 16) or mels.shape[1] < 1:
+        raise ValueError(f"indiv_mels must be shaped (1, T, 1, 80, 16) with T >= 1; got {tuple(indiv_mels.shape)}.")
+    t = mels.shape[1]
+    src = torch.as_tensor(source_coeff).detach().to("cpu", torch.float32).reshape(1, -1)
+    if src.shape[1] < 70:
+        raise ValueError(f"source_coeff must be the (1, 73) coeff_3dmm of the source face; got {tuple(source_coeff.shape)}.")
+    if not 0 <= int(pose_style) < NUM_POSE_STYLES:
+        raise ValueError(f"pose_style must be between 0 and {NUM_POSE_STYLES - 1}; got {pose_style}.")
+
+    gen = None
+
+    def _gen() -> torch.Generator:
+        nonlocal gen
+        if gen is None:
+            gen = make_generator(generator)
+        return gen
+
+    ref = src[:, :70].expand(t, -1).clone()[None]  # (1, T, 70)
+    if ref_eyeblink is not None:
+        eb = tile_to_length(_check_reference(ref_eyeblink, "ref_eyeblink", 64), t)
+        ref[0, :, :64] = eb[:, :64]
+        ratio = torch.zeros(1, t, 1)
+    elif blink_ratio is not None:
+        ratio = torch.as_tensor(blink_ratio).detach().to("cpu", torch.float32).reshape(1, -1, 1)
+        if ratio.shape[1] != t:
+            raise ValueError(f"blink_ratio has {ratio.shape[1]} frames but the audio has {t}.")
+    elif blink:
+        ratio = blink_schedule(t, _gen())
+    else:
+        ratio = torch.zeros(1, t, 1)
+
+    chunks = num_pose_chunks(t)
+    if z is None:
+        g = _gen()
+        z_t = torch.stack([torch.randn(1, LATENT_SIZE, generator=g) for _ in range(chunks)]) if chunks else torch.zeros(0, 1, LATENT_SIZE)
+    else:
+        z_t = torch.as_tensor(z).detach().to("cpu", torch.float32)
+        if z_t.ndim == 2:
+            z_t = z_t[:, None]
+        if z_t.shape != (chunks, 1, LATENT_SIZE):
+            raise ValueError(f"z must be shaped ({chunks}, 1, {LATENT_SIZE}) for {t} frames; got {tuple(z_t.shape)}.")
+
+    with torch.inference_mode():
+        exp = run_expnet(expnet, mels, ref[:, :, :64], ratio, device, dtype)
+        pose_raw = run_posevae(posevae, mels, ref[:, 0, 64:70], int(pose_style), z_t, device, dtype)
+    pose_smooth = smooth_pose(pose_raw)
+    coeffs = torch.cat([exp, pose_smooth], dim=2)[0].clone()
+    if ref_pose is not None:
+        rp = tile_to_length(_check_reference(ref_pose, "ref_pose", 70)[:, 64:70], t)
+        coeffs[:, 64:70] += rp - rp[0:1]
+    return CoeffResult(exp=exp, pose_raw=pose_raw, pose_smooth=pose_smooth, coeffs=coeffs, ratio=ratio, z=z_t)
