@@ -1,0 +1,94 @@
+"""The pack's node registry: SadTalker nodes plus the face-enhancer nodes.
+
+A node whose Python dependencies are missing is left out with one logged message naming the
+package to install; the rest of the pack still loads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+
+logger = logging.getLogger(__name__)
+
+# module name -> pip package that provides it
+_PIP_NAMES = {
+    "cv2": "opencv-python-headless", "scipy": "scipy", "soxr": "soxr", "safetensors": "safetensors",
+    "imageio_ffmpeg": "imageio-ffmpeg", "spandrel": "spandrel", "numpy": "numpy", "PIL": "pillow",
+}
+_ANY_LANDMARKS = ("dlib", "face_alignment")
+
+# node -> modules it needs ("landmarks": dlib or face_alignment)
+_NEEDS = {
+    "SadTalkerModelLoader": ("numpy", "safetensors"),
+    "SadTalkerFaceCrop": ("numpy", "cv2", "PIL", "landmarks"),
+    "SadTalkerAudioToCoefficients": ("numpy", "scipy", "soxr"),
+    "SadTalkerReferenceToCoefficients": ("numpy", "cv2", "PIL", "landmarks"),
+    "SadTalkerRender": ("numpy", "cv2"),
+    "SadTalkerSaveCoefficients": ("safetensors",),
+    "SadTalkerLoadCoefficients": ("safetensors",),
+    "SadTalkerSimple": ("numpy", "cv2", "PIL", "scipy", "soxr", "landmarks"),
+    "SadTalkerFaceRestoreModelLoader": ("spandrel",),
+    "SadTalkerFaceEnhance": ("numpy", "cv2", "landmarks"),
+}
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def missing_requirements(node: str) -> list[str]:
+    """pip packages a node needs that are not installed (empty when it can run)."""
+    missing = []
+    for need in _NEEDS.get(node, ()):
+        if need == "landmarks":
+            if not any(_has(m) for m in _ANY_LANDMARKS):
+                missing.append("dlib-bin (or face-alignment)")
+        elif not _has(need):
+            missing.append(_PIP_NAMES.get(need, need))
+    return missing
+
+
+def _merge(source_classes: dict, source_names: dict, classes: dict, names: dict) -> None:
+    for key, cls in source_classes.items():
+        missing = missing_requirements(key)
+        if missing:
+            logger.warning("SadTalker: node %s is disabled; install %s (pip install -r requirements.txt).",
+                           key, ", ".join(missing))
+            continue
+        classes[key] = cls
+        if key in source_names:
+            names[key] = source_names[key]
+
+
+def build_mappings() -> tuple[dict, dict]:
+    """NODE_CLASS_MAPPINGS and NODE_DISPLAY_NAME_MAPPINGS of every node that can run here."""
+    classes: dict = {}
+    names: dict = {}
+    try:
+        from . import comfy_glue
+
+        comfy_glue.register_model_folders()
+    except Exception:  # noqa: BLE001 - e.g. folder_paths missing outside ComfyUI
+        logger.warning("SadTalker: could not register the model folders with ComfyUI", exc_info=True)
+
+    from . import sadtalker_nodes
+
+    _merge(sadtalker_nodes.NODE_CLASS_MAPPINGS, sadtalker_nodes.NODE_DISPLAY_NAME_MAPPINGS, classes, names)
+    try:
+        enhance_nodes = importlib.import_module(".enhance_nodes", __name__)
+    except Exception as err:  # noqa: BLE001 - the enhancer is optional
+        logger.warning("SadTalker: face-enhancer nodes are disabled (%s: %s).", type(err).__name__, err)
+    else:
+        _merge(getattr(enhance_nodes, "NODE_CLASS_MAPPINGS", {}), getattr(enhance_nodes, "NODE_DISPLAY_NAME_MAPPINGS", {}),
+               classes, names)
+    return classes, names
+
+
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = build_mappings()
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

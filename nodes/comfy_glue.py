@@ -1,0 +1,155 @@
+"""The few places where the pack talks to ComfyUI: model folders, devices, ModelPatcher, progress.
+
+Every ``comfy`` import happens inside a function, so this module imports anywhere (and the
+library under it never sees ComfyUI).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+SADTALKER_FOLDER = "sadtalker"
+FACE_RESTORE_FOLDER = "facerestore_models"
+SADTALKER_EXTENSIONS = {".safetensors"}
+FACE_RESTORE_EXTENSIONS = {".pth", ".safetensors", ".ckpt", ".pt", ".bin"}
+
+
+def register_model_folders() -> None:
+    """Register ``models/sadtalker`` and ``models/facerestore_models`` (+ ``models/gfpgan``) with folder_paths.
+
+    Paths already registered (by extra_model_paths.yaml or another pack) are kept; ours are added
+    beside them, and file extensions are merged.
+    """
+    import folder_paths
+
+    base = folder_paths.models_dir
+    _add_folder(folder_paths, SADTALKER_FOLDER, [os.path.join(base, "sadtalker")], SADTALKER_EXTENSIONS)
+    _add_folder(folder_paths, FACE_RESTORE_FOLDER,
+                [os.path.join(base, "facerestore_models"), os.path.join(base, "gfpgan")], FACE_RESTORE_EXTENSIONS)
+
+
+def _add_folder(folder_paths: Any, name: str, paths: list[str], extensions: set[str]) -> None:
+    table = folder_paths.folder_names_and_paths
+    if name in table:
+        known, exts = table[name]
+        for path in paths:
+            if path not in known:
+                known.append(path)
+        if isinstance(exts, set) and exts:
+            exts.update(extensions)
+        elif isinstance(exts, set):
+            # an empty set means "all files" to folder_paths; keep that meaning
+            pass
+    else:
+        table[name] = (list(paths), set(extensions))
+    cache = getattr(folder_paths, "filename_list_cache", None)
+    if isinstance(cache, dict):
+        cache.pop(name, None)
+
+
+def checkpoint_names() -> list[str]:
+    """SadTalker checkpoints found in the registered folders (official names first)."""
+    import folder_paths
+
+    try:
+        names = list(folder_paths.get_filename_list(SADTALKER_FOLDER))
+    except KeyError:
+        names = []
+    names = [n for n in names if n.lower().endswith(".safetensors")]
+    return sorted(names, key=lambda n: (not os.path.basename(n).startswith("SadTalker_V0.0.2_"), n))
+
+
+def checkpoint_path(name: str) -> str:
+    """Full path of a checkpoint name from the dropdown, or a readable error naming the folders."""
+    import folder_paths
+
+    path = folder_paths.get_full_path(SADTALKER_FOLDER, name) if name else None
+    if path is None or not os.path.isfile(path):
+        from ..sadtalker_models.download import RELEASE_URL
+
+        folders = ", ".join(folder_paths.get_folder_paths(SADTALKER_FOLDER))
+        raise ValueError(
+            f"SadTalker checkpoint {name!r} was not found in {folders}. Put SadTalker_V0.0.2_256.safetensors "
+            f"and both mapping_*.pth.tar files there (from {RELEASE_URL}), or run "
+            "`python -m sadtalker_models download --models-dir ComfyUI/models/sadtalker`, then press R to refresh."
+        )
+    return path
+
+
+def torch_devices() -> tuple[Any, Any]:
+    """(load device, offload device) from comfy.model_management."""
+    import comfy.model_management as mm
+
+    load = mm.get_torch_device()
+    offload = mm.unet_offload_device() if hasattr(mm, "unet_offload_device") else load
+    return load, offload
+
+
+def make_patcher(module: Any, load_device: Any, offload_device: Any) -> Any | None:
+    """A ``comfy.model_patcher.ModelPatcher`` around ``module``, or None where there is none."""
+    try:
+        from comfy.model_patcher import ModelPatcher
+    except ImportError:
+        logger.debug("comfy.model_patcher is not available; SadTalker models stay where they are loaded")
+        return None
+    try:
+        return ModelPatcher(module, load_device=load_device, offload_device=offload_device)
+    except Exception:  # noqa: BLE001 - an unexpected ModelPatcher must not stop the pack
+        logger.warning("Could not wrap the SadTalker models in a ModelPatcher; ComfyUI will not offload them",
+                       exc_info=True)
+        return None
+
+
+@dataclass
+class ModelHandle:
+    """What the model loader outputs: the library's models bundle plus ComfyUI's patcher for it."""
+
+    models: Any             # sadtalker_models.pipeline.SadTalkerModels
+    patcher: Any | None     # comfy.model_patcher.ModelPatcher or None
+    load_device: Any
+    offload_device: Any
+    name: str = ""
+
+    def __repr__(self) -> str:
+        return f"SadTalker model {self.name or self.models.checkpoint.name} ({self.models.dtype}, {self.load_device})"
+
+    def ensure_loaded(self) -> Any:
+        """Put the networks on the load device (through ComfyUI's model management); return the models."""
+        import comfy.model_management as mm
+
+        if self.patcher is not None:
+            if hasattr(self.patcher, "size"):
+                self.patcher.size = 0   # re-measure: a mapping net may have been added since
+            try:
+                mm.load_models_gpu([self.patcher], force_full_load=True)
+            except TypeError:
+                mm.load_models_gpu([self.patcher])
+        else:
+            self.models.container.to(self.load_device)
+        self.models.device = self.models.current_device()
+        return self.models
+
+
+def progress_callback(total: int) -> Callable[[int, int], None]:
+    """``progress(done, total)`` that moves a ComfyUI ProgressBar and raises when the user cancels."""
+    import comfy.model_management as mm
+    import comfy.utils
+
+    bar = comfy.utils.ProgressBar(max(1, int(total)))
+
+    def progress(done: int, of: int) -> None:
+        bar.update_absolute(int(done), max(1, int(of)))
+        mm.throw_exception_if_processing_interrupted()
+
+    return progress
+
+
+def check_interrupted() -> None:
+    import comfy.model_management as mm
+
+    mm.throw_exception_if_processing_interrupted()

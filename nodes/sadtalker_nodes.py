@@ -1,0 +1,582 @@
+"""ComfyUI nodes for SadTalker: thin adapters over :mod:`sadtalker_models.pipeline`.
+
+Data between nodes:
+
+* ``SADTALKER_MODEL``: :class:`~.comfy_glue.ModelHandle` (models bundle + ModelPatcher);
+* ``SADTALKER_FACE``: :class:`sadtalker_models.pipeline.SourceFace` (crop, crop info, source 3DMM);
+* ``SADTALKER_COEFFS``: :class:`sadtalker_models.pipeline.Coefficients` (T x 70 at 25 fps + audio);
+* ``SADTALKER_REFERENCE``: per-frame 3DMM coefficients ``(N, 73)`` of a reference video.
+
+Torch, numpy and the library are imported inside the node functions, so loading the pack is
+instant and a missing optional dependency only breaks the node that needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from . import comfy_glue
+
+logger = logging.getLogger(__name__)
+
+CATEGORY = "SadTalker"
+MODEL = "SADTALKER_MODEL"
+FACE = "SADTALKER_FACE"
+COEFFS = "SADTALKER_COEFFS"
+REFERENCE = "SADTALKER_REFERENCE"
+
+PREPROCESS_MODES = ["crop", "extcrop", "resize", "full", "extfull"]
+SIZES = ["256", "512"]
+PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
+LANDMARK_BACKENDS = ["auto", "dlib", "face_alignment"]
+MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
+
+PREPROCESS_TOOLTIP = (
+    "crop: the face only (fastest, square output). extcrop: the face with a margin. resize: the whole "
+    "picture squashed to a square (for already-cropped portraits). full: animate the face and paste it "
+    "back into the whole picture. extfull: like full with a larger pasted region."
+)
+
+
+def _pipeline():
+    from ..sadtalker_models import pipeline
+
+    return pipeline
+
+
+def _require(value: Any, cls: type, what: str, hint: str) -> Any:
+    if not isinstance(value, cls):
+        raise ValueError(f"The {what} input got {type(value).__name__}; {hint}")
+    return value
+
+
+def _model_handle(model: Any) -> comfy_glue.ModelHandle:
+    return _require(model, comfy_glue.ModelHandle, "model",
+                    "connect the output of 'SadTalker Model Loader'.")
+
+
+def _face(face: Any):
+    return _require(face, _pipeline().SourceFace, "face", "connect the 'face' output of 'SadTalker Face Crop + 3DMM'.")
+
+
+def _coeffs(coeffs: Any):
+    return _require(coeffs, _pipeline().Coefficients, "coefficients",
+                    "connect an 'Audio to Coefficients', 'Reference Video to Coefficients' or 'Load Coefficients' node.")
+
+
+def _reference(ref: Any, what: str):
+    import torch
+
+    if ref is None:
+        return None
+    if not isinstance(ref, torch.Tensor) or ref.ndim != 2 or ref.shape[1] != 73:
+        raise ValueError(f"The {what} input must come from 'SadTalker Reference Video to Coefficients'.")
+    return ref
+
+
+def _first_image(image: Any, what: str = "image"):
+    """First frame of a ComfyUI IMAGE batch ``[B, H, W, C]`` as an ``(H, W, 3)`` uint8 array."""
+    import numpy as np
+    import torch
+
+    if not isinstance(image, torch.Tensor):
+        raise ValueError(f"The {what} input must be an IMAGE (connect a Load Image node), got {type(image).__name__}.")
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[0] == 0 or image.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"The {what} must be an IMAGE batch [B, H, W, C]; got shape {tuple(image.shape)}.")
+    if image.shape[0] > 1:
+        logger.info("SadTalker: the %s batch has %d images; only the first is used.", what, image.shape[0])
+    frame = image[0].detach().float().cpu().clamp(0, 1)
+    return np.rint(frame.numpy() * np.float32(255.0)).astype(np.uint8)
+
+
+def _audio(audio: Any) -> tuple[Any, int]:
+    """(waveform [1, C, n] tensor, sample rate) from ComfyUI's AUDIO dict, with readable errors."""
+    import torch
+
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise ValueError("The audio input must be ComfyUI AUDIO (connect a Load Audio node).")
+    wave = audio["waveform"]
+    if not isinstance(wave, torch.Tensor):
+        raise ValueError(f"The audio waveform must be a tensor, got {type(wave).__name__}.")
+    if wave.ndim == 3 and wave.shape[0] > 1:
+        logger.info("SadTalker: the audio batch has %d clips; only the first is used.", wave.shape[0])
+        wave = wave[:1]
+    if wave.numel() == 0 or wave.shape[-1] == 0:
+        raise ValueError("The audio is empty; load a speech clip of at least 40 ms.")
+    return wave, int(audio["sample_rate"])
+
+
+def _to_image_tensor(frames):
+    """uint8 ``(T, H, W, 3)`` numpy -> ComfyUI IMAGE float32 ``[T, H, W, 3]`` in 0..1."""
+    import torch
+
+    return torch.from_numpy(frames).float().div_(255.0)
+
+
+# --------------------------------------------------------------------------- model
+
+
+class SadTalkerModelLoader:
+    DESCRIPTION = ("Loads a SadTalker checkpoint from ComfyUI/models/sadtalker; the two mapping_*.pth.tar files "
+                   "are read from the same folder when needed. Loaded models are cached and ComfyUI can move "
+                   "them off the GPU when another model needs the memory.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (MODEL,)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = comfy_glue.checkpoint_names()
+        return {"required": {
+            "checkpoint": (names or ["SadTalker_V0.0.2_256.safetensors"], {
+                "tooltip": "SadTalker_V0.0.2_256 or _512.safetensors in ComfyUI/models/sadtalker, next to "
+                           "mapping_00229-model.pth.tar and mapping_00109-model.pth.tar."}),
+            "precision": (PRECISIONS, {
+                "default": "auto",
+                "tooltip": "Renderer precision. auto = fp16 on CUDA, fp32 on CPU. The audio-to-motion networks "
+                           "always run in fp32."}),
+        }}
+
+    def load(self, checkpoint: str, precision: str = "auto"):
+        from ..sadtalker_models.model_cache import MODEL_CACHE, make_key
+
+        pipeline = _pipeline()
+        path = comfy_glue.checkpoint_path(checkpoint)
+        load_device, offload_device = comfy_glue.torch_devices()
+        dtype = pipeline.resolve_dtype(precision, load_device)
+        key = make_key("comfy-sadtalker", [path], load_device, dtype)
+
+        def load() -> comfy_glue.ModelHandle:
+            models = pipeline.load_models(path, device=offload_device, precision=dtype, cache=None)
+            patcher = comfy_glue.make_patcher(models.container, load_device, offload_device)
+            return comfy_glue.ModelHandle(models, patcher, load_device, offload_device, os.path.basename(path))
+
+        return (MODEL_CACHE.get_or_load(key, load),)
+
+
+# --------------------------------------------------------------------------- face
+
+
+class SadTalkerFaceCrop:
+    DESCRIPTION = ("Finds the face in the source picture, crops it as the chosen mode says and extracts its 3D face "
+                   "coefficients. Only the first image of a batch is used. Outputs the face for the other "
+                   "SadTalker nodes and the crop as an image for preview.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (FACE, "IMAGE")
+    RETURN_NAMES = ("face", "crop")
+    FUNCTION = "prepare"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL,),
+            "image": ("IMAGE", {"tooltip": "The source picture with one visible face. Only the first image of a "
+                                           "batch is used."}),
+            "preprocess": (PREPROCESS_MODES, {"default": "crop", "tooltip": PREPROCESS_TOOLTIP}),
+            "size": (SIZES, {"default": "256", "tooltip": "Crop/render size. Use the size of the checkpoint "
+                                                          "(256 for SadTalker_V0.0.2_256)."}),
+            "landmark_backend": (LANDMARK_BACKENDS, {
+                "default": "auto",
+                "tooltip": "auto: face_alignment when installed with its weights, else dlib (bundled)."}),
+        }}
+
+    def prepare(self, model, image, preprocess: str = "crop", size: str = "256", landmark_backend: str = "auto"):
+        handle = _model_handle(model)
+        picture = _first_image(image, "image")
+        comfy_glue.check_interrupted()
+        models = handle.ensure_loaded()
+        face = _pipeline().prepare_face(models, picture, preprocess, int(size), landmark_backend)
+        crop = _to_image_tensor(face.crop[None])
+        return (face, crop)
+
+
+# --------------------------------------------------------------------------- coefficients
+
+
+class SadTalkerAudioToCoefficients:
+    DESCRIPTION = ("Turns speech into per-frame motion (expression, head pose, eye blinks) at 25 fps with "
+                   "SadTalker's ExpNet and PoseVAE. The audio travels with the coefficients so Render can output "
+                   "it trimmed to the video length. Optional reference coefficients copy head motion and/or "
+                   "blinks from a video.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (COEFFS,)
+    RETURN_NAMES = ("coefficients",)
+    FUNCTION = "predict"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL,),
+                "face": (FACE,),
+                "audio": ("AUDIO", {"tooltip": "Speech; any sample rate, channels are mixed down."}),
+                "pose_style": ("INT", {"default": 0, "min": 0, "max": 45, "step": 1,
+                                       "tooltip": "One of SadTalker's 46 head-motion styles."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                                 "tooltip": "Seed for the head-motion noise and the blink timing."}),
+                "blink": ("BOOLEAN", {"default": True, "tooltip": "Add random eye blinks."}),
+                "still": ("BOOLEAN", {"default": False,
+                                      "tooltip": "Keep the head pose of the source picture (less head motion; best "
+                                                 "with full/extfull)."}),
+            },
+            "optional": {
+                "ref_pose": (REFERENCE, {"tooltip": "Add the head motion of a reference video."}),
+                "ref_eyeblink": (REFERENCE, {"tooltip": "Take blinks and eye motion from a reference video."}),
+            },
+        }
+
+    def predict(self, model, face, audio, pose_style: int = 0, seed: int = 0, blink: bool = True,
+                still: bool = False, ref_pose=None, ref_eyeblink=None):
+        handle = _model_handle(model)
+        source = _face(face)
+        wave, rate = _audio(audio)
+        comfy_glue.check_interrupted()
+        models = handle.ensure_loaded()
+        coeffs = _pipeline().audio_to_coefficients(
+            models, source, wave, rate, pose_style=int(pose_style), seed=int(seed), blink=bool(blink),
+            still=bool(still), ref_pose=_reference(ref_pose, "ref_pose"),
+            ref_eyeblink=_reference(ref_eyeblink, "ref_eyeblink"))
+        return {"ui": {"sadtalker_curves": [coeffs.curves()]}, "result": (coeffs,)}
+
+
+class SadTalkerReferenceToCoefficients:
+    DESCRIPTION = ("Extracts per-frame 3D face coefficients from a reference video given as an IMAGE batch (Load "
+                   "Video + Get Video Components, or VideoHelperSuite's Load Video). Connect 'reference' to the "
+                   "ref_pose / ref_eyeblink inputs of Audio to Coefficients, or render 'coefficients' directly "
+                   "to copy the video's expression and pose.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (REFERENCE, COEFFS)
+    RETURN_NAMES = ("reference", "coefficients")
+    FUNCTION = "extract"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL,),
+                "images": ("IMAGE", {"tooltip": "Frames of the reference video (read at 25 fps for best timing)."}),
+                "preprocess": (PREPROCESS_MODES, {"default": "crop",
+                                                  "tooltip": "Crop the video like the source picture."}),
+                "landmark_backend": (LANDMARK_BACKENDS, {"default": "auto"}),
+                "max_frames": ("INT", {"default": 0, "min": 0, "max": 100000,
+                                       "tooltip": "Use at most this many frames (0 = all)."}),
+            },
+            "optional": {
+                "audio": ("AUDIO", {"tooltip": "Optional: carried with 'coefficients' (whose length then follows "
+                                               "the audio) so Render outputs it."}),
+            },
+        }
+
+    def extract(self, model, images, preprocess: str = "crop", landmark_backend: str = "auto",
+                max_frames: int = 0, audio=None):
+        import torch
+
+        handle = _model_handle(model)
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
+            raise ValueError("The images input must be a non-empty IMAGE batch [frames, H, W, C] of the reference video.")
+        comfy_glue.check_interrupted()
+        models = handle.ensure_loaded()
+        pipeline = _pipeline()
+        ref = pipeline.reference_coefficients(models, (frame for frame in images), landmark_backend,
+                                              max_frames=int(max_frames) or None, preprocess=preprocess)
+        comfy_audio = None
+        if audio is not None:
+            wave, rate = _audio(audio)
+            comfy_audio = pipeline.comfy_audio(wave, rate)
+        coeffs = pipeline.coefficients_from_reference(ref, audio=comfy_audio)
+        return {"ui": {"sadtalker_curves": [coeffs.curves()]}, "result": (ref, coeffs)}
+
+
+# --------------------------------------------------------------------------- render
+
+
+class SadTalkerRender:
+    DESCRIPTION = ("Renders the talking-head frames. Outputs IMAGE frames, the audio trimmed to the frame count "
+                   "and the frame rate (25) - plug them into Create Video -> Save Video, or VideoHelperSuite's "
+                   "Video Combine. full/extfull faces are pasted back into the whole picture.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
+    RETURN_NAMES = ("images", "audio", "fps")
+    FUNCTION = "render"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL,),
+                "face": (FACE,),
+                "coefficients": (COEFFS,),
+                "expression_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
+                                               "tooltip": "Scales the facial expression (mouth motion)."}),
+                "batch_size": ("INT", {"default": 2, "min": 1, "max": 64,
+                                       "tooltip": "Frames rendered at once; higher is faster on a GPU with memory "
+                                                  "to spare. Cancelling stops after the current batch."}),
+                "paste_back": ("BOOLEAN", {"default": True,
+                                           "tooltip": "full/extfull: paste the face back into the whole picture."}),
+            },
+            "optional": {
+                "yaw": ("STRING", {"default": "", "tooltip": "Head yaw path in degrees, e.g. 0,20,-10 (empty = "
+                                                             "as predicted)."}),
+                "pitch": ("STRING", {"default": "", "tooltip": "Head pitch path in degrees, e.g. 0,10."}),
+                "roll": ("STRING", {"default": "", "tooltip": "Head roll path in degrees, e.g. -5,5."}),
+            },
+        }
+
+    def render(self, model, face, coefficients, expression_scale: float = 1.0, batch_size: int = 2,
+               paste_back: bool = True, yaw: str = "", pitch: str = "", roll: str = ""):
+        import numpy as np
+
+        handle = _model_handle(model)
+        source = _face(face)
+        coeffs = _coeffs(coefficients)
+        pipeline = _pipeline()
+        comfy_glue.check_interrupted()
+        models = handle.ensure_loaded()
+        progress = comfy_glue.progress_callback(coeffs.num_frames)
+        batches = list(pipeline.render_frames(
+            models, source, coeffs, expression_scale=float(expression_scale), batch_size=int(batch_size),
+            yaw=yaw, pitch=pitch, roll=roll, paste_back=bool(paste_back), progress=progress))
+        frames = np.concatenate(batches, axis=0)
+        audio = pipeline.trimmed_audio(coeffs, frames.shape[0])
+        if audio is None:
+            audio = _silence(frames.shape[0], coeffs.fps)
+        ui = _preview(frames, audio, coeffs.fps)
+        return {"ui": ui, "result": (_to_image_tensor(frames), audio, float(coeffs.fps))}
+
+
+def _silence(num_frames: int, fps: float, sample_rate: int = 16000) -> dict:
+    import torch
+
+    return {"waveform": torch.zeros(1, 1, int(round(num_frames * sample_rate / fps))), "sample_rate": sample_rate}
+
+
+def _preview(frames, audio: dict, fps: float) -> dict:
+    """Write a small mp4 (with sound) to ComfyUI's temp folder for the node's preview widget."""
+    try:
+        import folder_paths
+
+        from ..sadtalker_models.video import Mp4Writer
+
+        temp = folder_paths.get_temp_directory()
+        subfolder = "sadtalker"
+        os.makedirs(os.path.join(temp, subfolder), exist_ok=True)
+        name = f"sadtalker_preview_{os.getpid()}_{_next_preview_id()}.mp4"
+        wave = audio["waveform"][0].detach().float().cpu().numpy()
+        with Mp4Writer(os.path.join(temp, subfolder, name), fps=fps, audio=wave,
+                       sample_rate=int(audio["sample_rate"])) as writer:
+            writer.write(frames)
+        return {"sadtalker_video": [{"filename": name, "subfolder": subfolder, "type": "temp",
+                                     "format": "video/mp4", "frame_rate": fps}]}
+    except Exception:  # noqa: BLE001 - the preview is a convenience; rendering already succeeded
+        logger.warning("SadTalker: could not write the preview video", exc_info=True)
+        return {}
+
+
+def _next_preview_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:12]
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+class SadTalkerSaveCoefficients:
+    DESCRIPTION = ("Saves coefficients (and their audio) as a .safetensors file in ComfyUI's output folder, to "
+                   "re-render later without the audio model. Copy it into the input folder to load it.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "coefficients": (COEFFS,),
+            "filename_prefix": ("STRING", {"default": "sadtalker/coeffs"}),
+        }}
+
+    def save(self, coefficients, filename_prefix: str = "sadtalker/coeffs"):
+        import folder_paths
+
+        coeffs = _coeffs(coefficients)
+        out_dir = folder_paths.get_output_directory()
+        folder, base, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
+        name = f"{base}_{counter:05}.safetensors"
+        path = os.path.join(folder, name)
+        save_coefficients(coeffs, path)
+        logger.info("SadTalker: saved %d frames of coefficients to %s", coeffs.num_frames, path)
+        return {"ui": {"sadtalker_files": [{"filename": name, "subfolder": subfolder, "type": "output"}],
+                       "sadtalker_curves": [coeffs.curves()]}}
+
+
+class SadTalkerLoadCoefficients:
+    DESCRIPTION = "Loads coefficients saved by 'SadTalker Save Coefficients' from ComfyUI's input folder."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = (COEFFS,)
+    RETURN_NAMES = ("coefficients",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "file": (_coefficient_files() or ["(put a saved .safetensors file in ComfyUI/input)"],),
+        }}
+
+    @classmethod
+    def IS_CHANGED(cls, file: str):
+        path = _input_path(file)
+        return os.path.getmtime(path) if path and os.path.isfile(path) else float("nan")
+
+    def load(self, file: str):
+        path = _input_path(file)
+        if not path or not os.path.isfile(path):
+            raise ValueError(f"Coefficient file {file!r} is not in ComfyUI's input folder; copy the file saved by "
+                             "'SadTalker Save Coefficients' (ComfyUI/output/sadtalker) into ComfyUI/input.")
+        coeffs = load_coefficients(path)
+        return {"ui": {"sadtalker_curves": [coeffs.curves()]}, "result": (coeffs,)}
+
+
+def _input_path(name: str) -> str | None:
+    import folder_paths
+
+    base = os.path.realpath(folder_paths.get_input_directory())
+    path = os.path.realpath(os.path.join(base, name))
+    if os.path.commonpath([base, path]) != base:
+        return None
+    return path
+
+
+def _coefficient_files() -> list[str]:
+    import folder_paths
+
+    base = folder_paths.get_input_directory()
+    found = []
+    if os.path.isdir(base):
+        for root, dirs, files in os.walk(base):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for f in files:
+                if f.endswith(".safetensors"):
+                    found.append(os.path.relpath(os.path.join(root, f), base).replace(os.sep, "/"))
+            if len(found) > 500:
+                break
+    return sorted(found)
+
+
+COEFF_FORMAT = "sadtalker-coefficients/1"
+
+
+def save_coefficients(coeffs, path: str) -> None:
+    """Coefficients (+ blink, + audio) to a safetensors file with JSON metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {"coeffs": coeffs.coeffs.detach().float().cpu().contiguous()}
+    if coeffs.blink is not None:
+        tensors["blink"] = coeffs.blink.detach().float().cpu().contiguous()
+    meta = {"format": COEFF_FORMAT, "fps": str(coeffs.fps), "still": str(bool(coeffs.still)), "source": coeffs.source,
+            "info": json.dumps(coeffs.info, default=str)}
+    if coeffs.audio is not None:
+        tensors["audio"] = coeffs.audio["waveform"].detach().float().cpu().contiguous()
+        meta["sample_rate"] = str(int(coeffs.audio["sample_rate"]))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".part"
+    save_file(tensors, tmp, metadata=meta)
+    os.replace(tmp, path)
+
+
+def load_coefficients(path: str):
+    """Read what :func:`save_coefficients` wrote; readable errors for other files."""
+    from safetensors import safe_open
+
+    pipeline = _pipeline()
+    try:
+        with safe_open(path, framework="pt") as handle:
+            meta = handle.metadata() or {}
+            keys = set(handle.keys())
+            if meta.get("format") != COEFF_FORMAT or "coeffs" not in keys:
+                raise ValueError(f"{os.path.basename(path)} is not a SadTalker coefficient file (saved by "
+                                 "'SadTalker Save Coefficients').")
+            tensors = {k: handle.get_tensor(k) for k in keys}
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types for damaged files
+        raise ValueError(f"Could not read coefficient file {os.path.basename(path)}: {err}") from err
+    coeffs = tensors["coeffs"].float()
+    if coeffs.ndim != 2 or coeffs.shape[1] != 70 or coeffs.shape[0] < 1:
+        raise ValueError(f"{os.path.basename(path)} holds coefficients of shape {tuple(coeffs.shape)}; expected (T, 70).")
+    audio = None
+    if "audio" in tensors and "sample_rate" in meta:
+        audio = {"waveform": tensors["audio"].float(), "sample_rate": int(meta["sample_rate"])}
+    try:
+        info = json.loads(meta.get("info", "{}"))
+    except json.JSONDecodeError:
+        info = {}
+    return pipeline.Coefficients(coeffs=coeffs, fps=float(meta.get("fps", 25.0)), still=meta.get("still") == "True",
+                                 audio=audio, blink=tensors.get("blink"), source=meta.get("source", "file"),
+                                 info=info)
+
+
+# --------------------------------------------------------------------------- all in one
+
+
+class SadTalkerSimple:
+    DESCRIPTION = ("One-node SadTalker: picture + speech -> frames, audio and fps for Create Video. Uses the first "
+                   "image of the batch. For reference videos, enhancement or saving coefficients use the separate "
+                   "nodes.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
+    RETURN_NAMES = ("images", "audio", "fps")
+    FUNCTION = "run"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (MODEL,),
+            "image": ("IMAGE", {"tooltip": "Source picture with one face (first image of the batch is used)."}),
+            "audio": ("AUDIO",),
+            "preprocess": (PREPROCESS_MODES, {"default": "crop", "tooltip": PREPROCESS_TOOLTIP}),
+            "still": ("BOOLEAN", {"default": False, "tooltip": "Keep the source head pose."}),
+            "pose_style": ("INT", {"default": 0, "min": 0, "max": 45}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
+            "expression_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}),
+            "batch_size": ("INT", {"default": 2, "min": 1, "max": 64}),
+        }}
+
+    def run(self, model, image, audio, preprocess: str = "crop", still: bool = False, pose_style: int = 0,
+            seed: int = 0, expression_scale: float = 1.0, batch_size: int = 2):
+        handle = _model_handle(model)
+        size = str(handle.models.size)
+        face, _ = SadTalkerFaceCrop().prepare(model, image, preprocess, size, "auto")
+        coeffs = SadTalkerAudioToCoefficients().predict(model, face, audio, pose_style, seed, True, still)["result"][0]
+        out = SadTalkerRender().render(model, face, coeffs, expression_scale, batch_size, True)
+        out["ui"]["sadtalker_curves"] = [coeffs.curves()]
+        return out
+
+
+NODE_CLASS_MAPPINGS = {
+    "SadTalkerModelLoader": SadTalkerModelLoader,
+    "SadTalkerFaceCrop": SadTalkerFaceCrop,
+    "SadTalkerAudioToCoefficients": SadTalkerAudioToCoefficients,
+    "SadTalkerReferenceToCoefficients": SadTalkerReferenceToCoefficients,
+    "SadTalkerRender": SadTalkerRender,
+    "SadTalkerSaveCoefficients": SadTalkerSaveCoefficients,
+    "SadTalkerLoadCoefficients": SadTalkerLoadCoefficients,
+    "SadTalkerSimple": SadTalkerSimple,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SadTalkerModelLoader": "SadTalker Model Loader",
+    "SadTalkerFaceCrop": "SadTalker Face Crop + 3DMM",
+    "SadTalkerAudioToCoefficients": "SadTalker Audio to Coefficients",
+    "SadTalkerReferenceToCoefficients": "SadTalker Reference Video to Coefficients",
+    "SadTalkerRender": "SadTalker Render",
+    "SadTalkerSaveCoefficients": "SadTalker Save Coefficients",
+    "SadTalkerLoadCoefficients": "SadTalker Load Coefficients",
+    "SadTalkerSimple": "SadTalker (image + audio)",
+}

@@ -1,0 +1,92 @@
+"""The one explicit cache of loaded models.
+
+Loading the SadTalker file takes seconds and ~700 MB, so nodes and the CLI ask this cache
+instead of loading again. A key names everything that makes two loads different: the files
+(path, size and modification time, so a replaced file is reloaded), the device and the dtype.
+
+``MODEL_CACHE`` is the process-wide instance (the only module-level state of the library);
+pass another :class:`ModelCache` where isolation is wanted (tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Hashable, Iterable
+
+logger = logging.getLogger(__name__)
+
+
+def file_key(path: str | os.PathLike) -> tuple[str, int, int]:
+    """(resolved path, byte size, mtime in ns) of a file; a missing file keys as (path, -1, -1)."""
+    path = Path(path)
+    try:
+        resolved = path.resolve()
+        stat = resolved.stat()
+        return (str(resolved), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return (str(path), -1, -1)
+
+
+def make_key(kind: str, files: Iterable[str | os.PathLike], device: Any, dtype: Any, *extra: Hashable) -> tuple:
+    """Cache key for ``kind`` of model loaded from ``files`` onto ``device`` in ``dtype``."""
+    return (kind, tuple(file_key(f) for f in files), str(device), str(dtype), *extra)
+
+
+class ModelCache:
+    """A small LRU map from keys to loaded models, safe to use from several threads.
+
+    ``max_items`` bounds how many different model sets stay loaded (default 2: e.g. the 256
+    and 512 checkpoints, or one on each device).
+    """
+
+    def __init__(self, max_items: int = 2):
+        self.max_items = max_items
+        self._items: OrderedDict[tuple, Any] = OrderedDict()
+        self._lock = threading.RLock()
+        self.loads = 0
+        self.hits = 0
+
+    def get_or_load(self, key: tuple, loader: Callable[[], Any]) -> Any:
+        """The cached value for ``key``, or ``loader()`` stored under it."""
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return self._items[key]
+            logger.info("Loading %s", key[0])
+            value = loader()
+            self.loads += 1
+            self._items[key] = value
+            while len(self._items) > self.max_items:
+                old_key, _ = self._items.popitem(last=False)
+                logger.info("Dropping cached %s", old_key[0])
+            return value
+
+    def get(self, key: tuple) -> Any | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def __contains__(self, key: tuple) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def values(self) -> list[Any]:
+        with self._lock:
+            return list(self._items.values())
+
+    def clear(self) -> None:
+        """Forget every cached model (their memory is freed once nothing else refers to them)."""
+        with self._lock:
+            self._items.clear()
+
+
+#: The process-wide cache used by the nodes and the CLI.
+MODEL_CACHE = ModelCache()

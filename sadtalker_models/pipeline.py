@@ -1,0 +1,502 @@
+"""High-level SadTalker: one models bundle and four calls, shared by the ComfyUI nodes and the CLI.
+
+::
+
+    models = load_models("ComfyUI/models/sadtalker/SadTalker_V0.0.2_256.safetensors")
+    face = prepare_face(models, image, preprocess="crop", size=256)
+    coeffs = audio_to_coefficients(models, face, waveform, sample_rate, pose_style=0, seed=0)
+    for batch in render_frames(models, face, coeffs):      # (b, H, W, 3) uint8, batch by batch
+        ...
+
+Precision: the coefficient networks (ReconNet, ExpNet, PoseVAE) always run in float32 (they are
+cheap and their outputs feed everything else); the renderer (keypoint detector, generator,
+mapping nets), which is where the time goes, runs in the chosen dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .model_cache import MODEL_CACHE, ModelCache, make_key
+
+logger = logging.getLogger(__name__)
+
+FPS = 25.0
+PREPROCESS_MODES = ("crop", "extcrop", "resize", "full", "extfull")
+PASTE_MODES = ("full", "extfull")
+SIZES = (256, 512)
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+LANDMARK_BACKENDS = ("auto", "dlib", "face_alignment")
+MAX_POSE_STYLE = 45
+
+ProgressFn = Callable[[int, int], None]
+
+
+# --------------------------------------------------------------------------- device / dtype
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` -> cuda if available, else mps, else cpu."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps.") from err
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """``auto`` = fp16 on CUDA, fp32 elsewhere; ``fp32``/``fp16``/``bf16`` as named."""
+    precision = (precision or "auto").lower()
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
+    if precision == "auto":
+        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+# --------------------------------------------------------------------------- models
+
+
+def checkpoint_size(path: str | os.PathLike) -> int | None:
+    """256 or 512 from an official file name (``SadTalker_V0.0.2_<size>.safetensors``), else None."""
+    match = re.search(r"_(256|512)\.safetensors$", Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def find_checkpoint(models_dir: str | os.PathLike, size: int = 256) -> Path:
+    """The ``SadTalker_V0.0.2_<size>.safetensors`` file of ``models_dir`` (a readable error if absent)."""
+    from .checkpoints import CheckpointError, missing_file_message, sadtalker_file_for
+
+    models_dir = Path(models_dir)
+    path = models_dir / sadtalker_file_for(size)
+    if not path.is_file():
+        raise CheckpointError(missing_file_message(path))
+    return path
+
+
+class SadTalkerModels:
+    """The five networks of one checkpoint plus the two mapping nets (loaded on first use).
+
+    Attributes ``device`` and ``dtype`` say where the renderer runs. :meth:`modules` gives every
+    loaded network in one ``nn.ModuleDict`` (what ComfyUI's ModelPatcher moves on and off the GPU).
+    """
+
+    def __init__(self, nets: Any, checkpoint: Path, mapping_dir: Path, device: torch.device, dtype: torch.dtype):
+        self.nets = nets
+        self.checkpoint = Path(checkpoint)
+        self.mapping_dir = Path(mapping_dir)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.size = checkpoint_size(checkpoint) or 256
+        self.container = torch.nn.ModuleDict({
+            "recon": nets.recon, "expnet": nets.expnet, "posevae": nets.posevae,
+            "kp_detector": nets.kp_detector, "generator": nets.generator,
+        })
+        self._lock = threading.Lock()
+        self.on_change: Callable[[], None] | None = None   # called after a mapping net was added
+
+    def __repr__(self) -> str:
+        return f"SadTalkerModels({self.checkpoint.name}, device={self.device}, dtype={self.dtype})"
+
+    def mapping(self, preprocess: str) -> torch.nn.Module:
+        """The MappingNet for ``preprocess`` (70 inputs, or 73 for full/extfull), loaded once."""
+        from .checkpoints import load_mapping, mapping_file_for
+
+        name = mapping_file_for(preprocess)
+        key = "mapping_full" if "full" in preprocess else "mapping"
+        with self._lock:
+            if key not in self.container:
+                logger.info("Loading %s", name)
+                net = load_mapping(self.mapping_dir / name, device="cpu", dtype=torch.float32)
+                self.container[key] = net.to(device=self.device, dtype=self.dtype)
+                if self.on_change is not None:
+                    self.on_change()
+            return self.container[key]
+
+    def renderer(self, preprocess: str):
+        from .renderer import FaceRenderer
+
+        return FaceRenderer(self.nets.kp_detector, self.nets.generator, self.mapping(preprocess))
+
+    def modules(self) -> torch.nn.ModuleDict:
+        return self.container
+
+    def current_device(self) -> torch.device:
+        """Where the weights are now (ComfyUI may have moved them)."""
+        return next(self.nets.generator.parameters()).device
+
+    def to(self, device: str | torch.device) -> "SadTalkerModels":
+        """Move every loaded network (renderer nets keep their dtype, coefficient nets float32)."""
+        self.container.to(device)
+        self.device = torch.device(device)
+        return self
+
+
+def load_models(checkpoint: str | os.PathLike, device: str | torch.device | None = "cpu",
+                precision: str | torch.dtype = "fp32", mapping_dir: str | os.PathLike | None = None,
+                cache: ModelCache | None = MODEL_CACHE) -> SadTalkerModels:
+    """Load a SadTalker checkpoint (cached by files, device and dtype).
+
+    Args:
+        checkpoint: a ``SadTalker_V0.0.2_<size>.safetensors`` file, or a folder holding the 256 one.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ... (see :func:`resolve_device`).
+        precision: ``auto``/``fp32``/``fp16``/``bf16`` or a torch dtype, for the renderer.
+        mapping_dir: folder of the two ``mapping_*.pth.tar`` files (default: beside the checkpoint).
+        cache: where loaded models are kept; ``None`` loads afresh.
+    """
+    from .checkpoints import load_sadtalker
+
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        checkpoint = find_checkpoint(checkpoint, 256)
+    dev = resolve_device(device)
+    dtype = precision if isinstance(precision, torch.dtype) else resolve_dtype(precision, dev)
+    mapping_dir = Path(mapping_dir) if mapping_dir else checkpoint.parent
+
+    def load() -> SadTalkerModels:
+        nets = load_sadtalker(checkpoint, device="cpu", dtype=torch.float32, size=checkpoint_size(checkpoint))
+        nets.recon.to(dev)
+        nets.expnet.to(dev)
+        nets.posevae.to(dev)
+        nets.kp_detector.to(device=dev, dtype=dtype)
+        nets.generator.to(device=dev, dtype=dtype)
+        return SadTalkerModels(nets, checkpoint, mapping_dir, dev, dtype)
+
+    if cache is None:
+        return load()
+    key = make_key("sadtalker", [checkpoint], dev, dtype, str(mapping_dir))
+    return cache.get_or_load(key, load)
+
+
+# --------------------------------------------------------------------------- face
+
+
+@dataclass
+class SourceFace:
+    """A prepared source image: the face crop, how it was cut, and its 3DMM coefficients."""
+
+    crop: np.ndarray          # (S, S, 3) uint8, the renderer's source image
+    crop_info: Any            # face.crop.CropInfo
+    coeff_3dmm: torch.Tensor  # (1, 73) float32, CPU
+    original: np.ndarray      # (H0, W0, 3) uint8, the untouched input (paste-back target)
+    preprocess: str
+    size: int
+    landmark_backend: str = ""
+    data: Any = None          # the face pipeline's FaceData, for anything else it carries
+
+    @property
+    def paste_back_possible(self) -> bool:
+        return self.preprocess in PASTE_MODES
+
+
+def check_choice(value: str, choices: Sequence[str], what: str) -> str:
+    if value not in choices:
+        raise ValueError(f"Unknown {what} {value!r}; use one of {', '.join(map(str, choices))}.")
+    return value
+
+
+def prepare_face(models: SadTalkerModels, image: Any, preprocess: str = "crop", size: int | None = None,
+                 landmark_backend: str = "auto", landmark_dir: str | None = None) -> SourceFace:
+    """Crop the face of ``image`` and extract its 3DMM coefficients.
+
+    ``image``: RGB ``(H, W, 3)`` uint8 or float 0..1 (numpy or torch). ``size`` defaults to the
+    checkpoint's size. Raises ValueError when no face is found.
+    """
+    from .face.landmarks import make_landmark_detector, to_rgb_uint8
+    from .face.preprocess import prepare_face as face_prepare
+
+    check_choice(preprocess, PREPROCESS_MODES, "preprocess mode")
+    size = int(size or models.size)
+    check_choice(size, SIZES, "size")
+    if size != models.size:
+        logger.warning("Face size %d differs from the checkpoint's %d; the %d model renders best at %d.",
+                       size, models.size, models.size, models.size)
+    original = to_rgb_uint8(image, "source image")
+    detector = make_landmark_detector(check_choice(landmark_backend, LANDMARK_BACKENDS, "landmark backend"),
+                                      landmark_dir)
+    with torch.inference_mode():
+        data = face_prepare(original, preprocess, size, detector, models.nets.recon)
+    return SourceFace(np.ascontiguousarray(data.image), data.crop_info,
+                      torch.as_tensor(data.coeff_3dmm).float().cpu().reshape(1, -1),
+                      original, preprocess, size, getattr(detector, "name", ""), data)
+
+
+def reference_coefficients(models: SadTalkerModels, frames: Iterable[Any], landmark_backend: str = "auto",
+                           landmark_dir: str | None = None, max_frames: int | None = None,
+                           preprocess: str = "crop") -> torch.Tensor:
+    """Per-frame 3DMM coefficients ``(N, 73)`` of a reference video (crop box from its first frame).
+
+    Frames are cropped like a source image in ``preprocess`` mode, at 256 as the reference does.
+    """
+    from .face.landmarks import make_landmark_detector, to_rgb_uint8
+    from .face.reference_video import reference_coefficients as face_reference
+
+    detector = make_landmark_detector(check_choice(landmark_backend, LANDMARK_BACKENDS, "landmark backend"),
+                                      landmark_dir)
+
+    def rgb_frames() -> Iterator[np.ndarray]:
+        for i, frame in enumerate(frames):
+            if max_frames is not None and i >= max_frames:
+                break
+            yield to_rgb_uint8(frame, f"reference frame {i}")
+
+    with torch.inference_mode():
+        coeffs = face_reference(rgb_frames(), detector, models.nets.recon,
+                                mode=check_choice(preprocess, PREPROCESS_MODES, "preprocess mode"))
+    coeffs = torch.as_tensor(coeffs).float().cpu()
+    if coeffs.ndim != 2 or coeffs.shape[0] == 0:
+        raise ValueError("The reference video gave no frames; connect a video with at least one frame.")
+    return coeffs
+
+
+# --------------------------------------------------------------------------- coefficients
+
+
+@dataclass
+class Coefficients:
+    """Per-frame motion coefficients at 25 fps, plus what rendering needs to know about them."""
+
+    coeffs: torch.Tensor                 # (T, 70) float32 CPU: expression 64 | angles 3 | translation 3
+    fps: float = FPS
+    still: bool = False
+    audio: dict | None = None            # {"waveform": (1, C, n) float32, "sample_rate": int}
+    blink: torch.Tensor | None = None    # (T,) blink ratio used (None for reference-driven)
+    source: str = "audio"                # "audio" or "reference"
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.coeffs.shape[0])
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps
+
+    def curves(self, max_points: int = 400) -> dict:
+        """Small JSON-able curves for plotting: mouth (expression 0), blink, yaw/pitch/roll in degrees."""
+        c = self.coeffs.detach().float().cpu()
+        t = c.shape[0]
+        step = max(1, math.ceil(t / max_points))
+        deg = 180.0 / math.pi
+        out = {
+            "fps": self.fps, "frames": t, "step": step,
+            "mouth": c[::step, 0].tolist(),
+            "pitch": (c[::step, 64] * deg).tolist(),
+            "yaw": (c[::step, 65] * deg).tolist(),
+            "roll": (c[::step, 66] * deg).tolist(),
+        }
+        if self.blink is not None:
+            out["blink"] = self.blink.detach().float().cpu().reshape(-1)[::step].tolist()
+        return out
+
+
+def tile_to_length(seq: torch.Tensor, length: int) -> torch.Tensor:
+    """Repeat a ``(N, ...)`` sequence (floor(length/N) copies + its first length mod N rows) to ``length``."""
+    n = seq.shape[0]
+    if n >= length:
+        return seq[:length]
+    reps = length // n
+    return torch.cat([seq.repeat(reps, *([1] * (seq.ndim - 1))), seq[: length - reps * n]], dim=0)
+
+
+def comfy_audio(waveform: Any, sample_rate: int) -> dict:
+    """Audio as ComfyUI's AUDIO dict: ``{"waveform": (1, C, n) float32 tensor, "sample_rate": int}``."""
+    wave = torch.as_tensor(np.asarray(waveform) if not isinstance(waveform, torch.Tensor) else waveform)
+    wave = wave.detach().float().cpu()
+    if wave.ndim == 1:
+        wave = wave[None, None]
+    elif wave.ndim == 2:
+        wave = wave[None]
+    return {"waveform": wave.contiguous(), "sample_rate": int(sample_rate)}
+
+
+def audio_to_coefficients(models: SadTalkerModels, face: SourceFace, waveform: Any, sample_rate: int,
+                          pose_style: int = 0, seed: int | None = 0, blink: bool = True, still: bool = False,
+                          ref_pose: torch.Tensor | None = None,
+                          ref_eyeblink: torch.Tensor | None = None) -> Coefficients:
+    """Speech -> per-frame coefficients ``(T, 70)`` at 25 fps (ExpNet + PoseVAE, §5-§9).
+
+    ``seed`` makes the blink schedule and the PoseVAE noise reproducible (``None``: random).
+    ``ref_pose``/``ref_eyeblink``: ``(N, 73)`` coefficients of a reference video.
+    """
+    from .audio import audio_to_mel_windows
+    from .coefficients import audio_to_coefficients as predict, make_generator
+
+    pose_style = int(pose_style)
+    if not 0 <= pose_style <= MAX_POSE_STYLE:
+        raise ValueError(f"Pose style must be between 0 and {MAX_POSE_STYLE}, got {pose_style}.")
+    mels = audio_to_mel_windows(waveform, sample_rate)          # (T, 80, 16), ValueError on bad audio
+    generator = make_generator(None if seed is None else int(seed))
+    with torch.inference_mode():
+        result = predict(
+            models.nets.expnet, models.nets.posevae, mels[None, :, None], face.coeff_3dmm, pose_style,
+            generator=generator, blink=bool(blink),
+            ref_eyeblink=None if ref_eyeblink is None else _as_ref(ref_eyeblink),
+            ref_pose=None if ref_pose is None else _as_ref(ref_pose),
+        )
+    return Coefficients(
+        coeffs=result.coeffs.detach().float().cpu(), still=bool(still), audio=comfy_audio(waveform, sample_rate),
+        blink=result.ratio.detach().float().reshape(-1).cpu(), source="audio",
+        info={"pose_style": pose_style, "seed": seed, "blink": bool(blink),
+              "ref_pose": ref_pose is not None, "ref_eyeblink": ref_eyeblink is not None},
+    )
+
+
+def _as_ref(ref: Any) -> torch.Tensor:
+    ref = torch.as_tensor(ref).float()
+    if ref.ndim != 2 or ref.shape[1] != 73:
+        raise ValueError(f"Reference coefficients must be (frames, 73), got {tuple(ref.shape)}.")
+    return ref
+
+
+def coefficients_from_reference(ref: torch.Tensor, num_frames: int | None = None,
+                                audio: dict | None = None, still: bool = False) -> Coefficients:
+    """Drive the face with a reference video's own expression and pose (no audio model).
+
+    The length follows the audio (``T = floor(seconds*25)``) when given, else the reference's frames;
+    a shorter reference is tiled.
+    """
+    ref = _as_ref(ref)
+    if num_frames is None and audio is not None:
+        wave = audio["waveform"]
+        num_frames = int(wave.shape[-1] * FPS // int(audio["sample_rate"]))
+    num_frames = int(num_frames or ref.shape[0])
+    if num_frames < 1:
+        raise ValueError("The audio is shorter than one video frame (40 ms).")
+    coeffs = tile_to_length(ref[:, :70], num_frames).contiguous()
+    return Coefficients(coeffs=coeffs, still=still, audio=audio, blink=None, source="reference",
+                        info={"reference_frames": int(ref.shape[0])})
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def parse_angles(text: str | Sequence[float] | None, what: str = "angles") -> list[float] | None:
+    """``"0,20,-10"`` -> ``[0.0, 20.0, -10.0]``; empty -> None. Readable error otherwise."""
+    if text is None:
+        return None
+    if isinstance(text, (list, tuple)):
+        values = [float(v) for v in text]
+        return values or None
+    text = str(text).strip()
+    if not text:
+        return None
+    parts = [p for p in re.split(r"[,\s;]+", text) if p]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"The {what} path must be numbers in degrees separated by commas, like 0,20,-10; got {text!r}.") from None
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"The {what} path contains a non-finite number: {text!r}.")
+    if any(a == b for a, b in zip(values, values[1:])):
+        raise ValueError(f"The {what} path {text!r} repeats a value in a row; each step must change the angle "
+                         "(use a single number for a constant angle).")
+    return values
+
+
+def output_size(face: SourceFace, paste_back: bool = True) -> tuple[int, int]:
+    """(width, height) of the frames :func:`render_frames` yields."""
+    if paste_back and face.paste_back_possible:
+        h0, w0 = face.original.shape[:2]
+        return w0, h0
+    w_box, h_box = _box_size(face)
+    return face.size, int(face.size * h_box / w_box)
+
+
+def _box_size(face: SourceFace) -> tuple[int, int]:
+    w, h = (int(v) for v in face.crop_info.box_size)
+    if w <= 0 or h <= 0:
+        raise ValueError(f"The face crop box {w}x{h} is empty; try another preprocess mode.")
+    return w, h
+
+
+def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """``(b, 3, S, S)`` float 0..1 -> ``(b, S, S, 3)`` uint8 (round half to even in float32, §14)."""
+    x = frames.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+    return np.clip(np.rint(x * np.float32(255.0)), 0, 255).astype(np.uint8)
+
+
+def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficients, expression_scale: float = 1.0,
+                  batch_size: int = 2, yaw: Sequence[float] | str | None = None,
+                  pitch: Sequence[float] | str | None = None, roll: Sequence[float] | str | None = None,
+                  paste_back: bool = True, progress: ProgressFn | None = None,
+                  still: bool | None = None) -> Iterator[np.ndarray]:
+    """Render ``coeffs`` on ``face``: yields ``(b, H, W, 3)`` uint8 batches in frame order.
+
+    Output frames are resized to the face box's aspect ratio (§14) or, for full/extfull with
+    ``paste_back``, pasted into the original image (§15). ``progress(done, total)`` runs after
+    every batch and may raise to cancel.
+    """
+    from .render_data import build_render_inputs
+
+    if not isinstance(face, SourceFace):
+        raise ValueError("The face input is not a SadTalker face; connect the output of the face node.")
+    if not isinstance(coeffs, Coefficients):
+        raise ValueError("The coefficients input is not SadTalker coefficients; connect an audio or reference node.")
+    if batch_size < 1:
+        raise ValueError(f"Batch size must be at least 1, got {batch_size}.")
+    t = coeffs.num_frames
+    if t < 1:
+        raise ValueError("The coefficients have no frames.")
+    yaw, pitch, roll = (parse_angles(v, n) for v, n in ((yaw, "yaw"), (pitch, "pitch"), (roll, "roll")))
+    if t == 1 and any(v is not None and len(v) > 1 for v in (yaw, pitch, roll)):
+        raise ValueError("A yaw/pitch/roll path needs at least two frames; give a single angle for one frame.")
+    still = coeffs.still if still is None else bool(still)
+    inputs = build_render_inputs(face.coeff_3dmm, coeffs.coeffs, face.preprocess, still, float(expression_scale),
+                                 yaw=yaw, pitch=pitch, roll=roll)
+    renderer = models.renderer(face.preprocess)
+    device = models.current_device()
+    source = torch.from_numpy(face.crop).permute(2, 0, 1)[None].float() * np.float32(1.0 / 255.0)
+    out_w, out_h = output_size(face, paste_back=False)
+    paste = paste_back and face.paste_back_possible
+    if paste:
+        from .face.paste import paste_back as paste_frames
+
+    with torch.inference_mode():
+        state = renderer.encode_source(source.to(device=device, dtype=models.dtype),
+                                       inputs.source_semantics.to(device=device, dtype=models.dtype))
+        for batch in renderer.iter_frames(state, inputs, batch_size=batch_size, progress=progress, out_device="cpu"):
+            frames = frames_to_uint8(batch)
+            if (out_w, out_h) != (frames.shape[2], frames.shape[1]):
+                import cv2
+
+                frames = np.stack([cv2.resize(f, (out_w, out_h), interpolation=cv2.INTER_LINEAR) for f in frames])
+            if paste:
+                frames = paste_frames(frames, face.original, face.crop_info)
+            yield np.ascontiguousarray(frames)
+
+
+def render_all(models: SadTalkerModels, face: SourceFace, coeffs: Coefficients, **kwargs) -> np.ndarray:
+    """All frames of :func:`render_frames` as one ``(T, H, W, 3)`` uint8 array."""
+    return np.concatenate(list(render_frames(models, face, coeffs, **kwargs)), axis=0)
+
+
+def trimmed_audio(coeffs: Coefficients, num_frames: int | None = None) -> dict | None:
+    """The coefficients' audio cut (or padded with silence) to exactly ``num_frames / fps`` seconds."""
+    if coeffs.audio is None:
+        return None
+    num_frames = coeffs.num_frames if num_frames is None else num_frames
+    wave = coeffs.audio["waveform"]
+    sr = int(coeffs.audio["sample_rate"])
+    want = int(round(num_frames * sr / coeffs.fps))
+    if wave.shape[-1] >= want:
+        wave = wave[..., :want]
+    else:
+        wave = torch.nn.functional.pad(wave, (0, want - wave.shape[-1]))
+    return {"waveform": wave.contiguous(), "sample_rate": sr}

@@ -1,0 +1,325 @@
+"""Video and audio input/output through the ffmpeg binary that ships with imageio-ffmpeg.
+
+* :func:`read_video` streams RGB frames of any video file (with its frame rate);
+* :func:`load_audio` decodes the audio of any file ffmpeg can read to float32 ``(channels, n)``;
+* :class:`Mp4Writer` encodes frames as they arrive (H.264, yuv420p) and, on close, muxes the
+  audio trimmed (or padded with silence) to exactly ``frames / fps`` seconds;
+* :func:`probe` reads duration and stream facts back from ffmpeg's ``-i`` banner.
+
+Nothing here keeps more than one batch of frames in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import tempfile
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+_CHANNEL_LAYOUTS = {
+    "mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "4.0": 4, "quad": 4,
+    "quad(side)": 4, "3.1": 4, "4.1": 5, "5.0": 5, "5.0(side)": 5, "5.1": 6, "5.1(side)": 6,
+    "6.0": 6, "6.1": 7, "7.0": 7, "7.1": 8, "7.1(wide)": 8,
+}
+
+
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary bundled with imageio-ffmpeg (or $IMAGEIO_FFMPEG_EXE)."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as err:  # pragma: no cover - dependency listed in requirements.txt
+        raise RuntimeError(
+            "imageio-ffmpeg is not installed; run `pip install imageio-ffmpeg` to read and write video."
+        ) from err
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _run_ffmpeg(args: list[str], what: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", *args], capture_output=True)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        raise ValueError(f"ffmpeg could not {what}: {' / '.join(tail) or 'unknown error'}.")
+    return proc
+
+
+# --------------------------------------------------------------------------- probing
+
+
+@dataclass
+class MediaInfo:
+    """What ffmpeg reports about a media file."""
+
+    duration: float | None = None
+    video: list[str] = field(default_factory=list)   # stream description lines
+    audio: list[str] = field(default_factory=list)
+    sample_rate: int | None = None
+    channels: int | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    banner: str = ""
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Parse ``ffmpeg -i path`` (ffmpeg exits non-zero without an output; that is expected)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"File {path} does not exist.")
+    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True)
+    text = proc.stderr.decode("utf-8", "replace")
+    info = MediaInfo(banner=text)
+    match = re.search(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)", text)
+    if match:
+        h, m, s = match.groups()
+        info.duration = int(h) * 3600 + int(m) * 60 + float(s)
+    for line in text.splitlines():
+        if "Stream #" not in line:
+            continue
+        if "Video:" in line:
+            info.video.append(line.strip())
+            size = re.search(r",\s*(\d{2,5})x(\d{2,5})[\s,\[]", line)
+            if size and info.width is None:
+                info.width, info.height = int(size.group(1)), int(size.group(2))
+            rate = re.search(r"([\d.]+)\s*fps", line) or re.search(r"([\d.]+)\s*tbr", line)
+            if rate and info.fps is None:
+                info.fps = float(rate.group(1))
+        elif "Audio:" in line:
+            info.audio.append(line.strip())
+            rate = re.search(r"(\d+)\s*Hz,\s*([^,]+)", line)
+            if rate and info.sample_rate is None:
+                info.sample_rate = int(rate.group(1))
+                layout = rate.group(2).strip()
+                count = re.match(r"(\d+)\s*channels", layout)
+                info.channels = int(count.group(1)) if count else _CHANNEL_LAYOUTS.get(layout)
+    return info
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream of ``path`` to float32 ``(channels, n)`` and its rate.
+
+    ``sample_rate`` resamples with ffmpeg; by default the file's own rate is kept. Channel
+    layouts ffmpeg does not name in a way we know are down-mixed to stereo.
+    """
+    info = probe(path)
+    if not info.audio:
+        raise ValueError(f"{path} has no audio stream; give a speech file (wav, mp3, m4a, flac, ...).")
+    rate = int(sample_rate or info.sample_rate or 16000)
+    channels = info.channels or 2
+    args = ["-v", "error", "-i", str(path), "-map", "0:a:0", "-vn", "-f", "f32le", "-acodec", "pcm_f32le",
+            "-ac", str(channels), "-ar", str(rate), "pipe:1"]
+    proc = _run_ffmpeg(args, f"decode the audio of {path}")
+    data = np.frombuffer(proc.stdout, dtype="<f4")
+    usable = len(data) - len(data) % channels
+    audio = data[:usable].reshape(-1, channels).T.astype(np.float32, copy=True)
+    if audio.shape[1] == 0:
+        raise ValueError(f"The audio of {path} is empty.")
+    return audio, rate
+
+
+def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[Iterator[np.ndarray], float]:
+    """Frames of a video as an iterator of RGB uint8 ``(H, W, 3)`` arrays, plus its frame rate.
+
+    The file is decoded lazily, so long videos are never held in memory at once.
+    """
+    import imageio_ffmpeg
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Video {path} does not exist.")
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    try:
+        meta = reader.__next__()
+    except (RuntimeError, OSError, StopIteration) as err:
+        raise ValueError(f"Could not read video {path}: {err}") from err
+    width, height = meta["size"]
+    fps = float(meta.get("fps") or 25.0)
+
+    def frames() -> Iterator[np.ndarray]:
+        count = 0
+        try:
+            for raw in reader:
+                if max_frames is not None and count >= max_frames:
+                    break
+                yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
+                count += 1
+        finally:
+            reader.close()
+
+    return frames(), fps
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An RGB uint8 ``(H, W, 3)`` image; for a video file, its first frame (as the reference does)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Image {path} does not exist.")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        from PIL import Image, ImageOps
+
+        try:
+            with Image.open(path) as img:
+                img = ImageOps.exif_transpose(img)
+                return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+        except OSError as err:
+            raise ValueError(f"Could not read image {path}: {err}") from err
+    frames, _ = read_video(path, max_frames=1)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"{path} holds no frames.")
+    return first.copy()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def fit_audio(audio: np.ndarray, sample_rate: int, num_frames: int, fps: float = 25.0) -> np.ndarray:
+    """Cut ``(channels, n)`` audio to exactly ``num_frames / fps`` seconds (pad with silence if short)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None]
+    want = int(round(num_frames * sample_rate / fps))
+    if audio.shape[1] >= want:
+        return audio[:, :want]
+    return np.pad(audio, ((0, 0), (0, want - audio.shape[1])))
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
+    """16-bit PCM wav of float ``(channels, n)`` audio in [-1, 1]."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None]
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(pcm.shape[0])
+        out.setsampwidth(2)
+        out.setframerate(int(sample_rate))
+        out.writeframes(pcm.T.tobytes())
+
+
+class Mp4Writer:
+    """Stream RGB frames into an H.264 mp4; optionally mux audio trimmed to the video length.
+
+    Use as a context manager::
+
+        with Mp4Writer(path, fps=25, audio=wave, sample_rate=sr) as out:
+            for batch in frames:          # (b, H, W, 3) uint8, or one (H, W, 3)
+                out.write(batch)
+
+    Frame sizes must stay constant. Odd sides are scaled to the next even number (yuv420p).
+    The audio is muxed only when the writer closes normally; on an exception the partial
+    files are removed.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float = 25.0, audio: np.ndarray | None = None,
+                 sample_rate: int | None = None, quality: float = 8.0):
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.audio = audio
+        self.sample_rate = sample_rate
+        self.quality = quality
+        self.frames_written = 0
+        self.size: tuple[int, int] | None = None
+        self._gen = None
+        self._video_path: Path | None = None
+
+    def __enter__(self) -> "Mp4Writer":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _open(self, width: int, height: int) -> None:
+        import imageio_ffmpeg
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.size = (width, height)
+        if self.audio is not None:
+            fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix=self.path.stem + ".video.", dir=self.path.parent)
+            os.close(fd)
+            self._video_path = Path(tmp)
+        else:
+            self._video_path = self.path
+        self._gen = imageio_ffmpeg.write_frames(
+            str(self._video_path), (width, height), fps=self.fps, codec="libx264", pix_fmt_in="rgb24",
+            pix_fmt_out="yuv420p", quality=self.quality, macro_block_size=2, ffmpeg_log_level="error",
+        )
+        self._gen.send(None)
+
+    def write(self, frames: np.ndarray) -> None:
+        """Append one frame ``(H, W, 3)`` or a batch ``(b, H, W, 3)`` of uint8 RGB."""
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"Frames must be (H, W, 3) or (b, H, W, 3) RGB, got shape {frames.shape}.")
+        if frames.dtype != np.uint8:
+            raise ValueError(f"Frames must be uint8, got {frames.dtype}.")
+        height, width = frames.shape[1:3]
+        if self._gen is None:
+            self._open(width, height)
+        elif (width, height) != self.size:
+            raise ValueError(f"Frame size changed from {self.size} to {(width, height)} while writing {self.path}.")
+        for frame in frames:
+            self._gen.send(np.ascontiguousarray(frame))
+            self.frames_written += 1
+
+    def close(self) -> Path:
+        """Finish the video and mux the audio; returns the output path."""
+        if self._gen is None:
+            raise ValueError(f"No frames were written to {self.path}.")
+        self._gen.close()
+        self._gen = None
+        if self.audio is not None and self._video_path != self.path:
+            try:
+                mux_audio(self._video_path, self.audio, int(self.sample_rate or 16000), self.path,
+                          self.frames_written, self.fps)
+            finally:
+                self._video_path.unlink(missing_ok=True)
+        return self.path
+
+    def abort(self) -> None:
+        """Stop writing and delete what was written."""
+        if self._gen is not None:
+            try:
+                self._gen.close()
+            except Exception:  # noqa: BLE001 - best effort while already failing
+                logger.debug("closing the ffmpeg writer failed", exc_info=True)
+            self._gen = None
+        for path in {self._video_path, self.path}:
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+
+def mux_audio(video_path: str | os.PathLike, audio: np.ndarray, sample_rate: int, out_path: str | os.PathLike,
+              num_frames: int, fps: float = 25.0) -> Path:
+    """Copy the video stream of ``video_path`` and add ``audio`` cut to ``num_frames / fps`` seconds."""
+    out_path = Path(out_path)
+    trimmed = fit_audio(audio, sample_rate, num_frames, fps)
+    fd, wav_path = tempfile.mkstemp(suffix=".wav", prefix=out_path.stem + ".audio.", dir=out_path.parent)
+    os.close(fd)
+    try:
+        write_wav(wav_path, trimmed, sample_rate)
+        _run_ffmpeg(["-y", "-v", "error", "-i", str(video_path), "-i", wav_path, "-map", "0:v:0", "-map", "1:a:0",
+                     "-c:v", "copy", "-c:a", "aac", "-b:a", "192k", "-t", f"{num_frames / fps:.6f}",
+                     "-movflags", "+faststart", str(out_path)],
+                    f"mux audio into {out_path}")
+    finally:
+        Path(wav_path).unlink(missing_ok=True)
+    return out_path
