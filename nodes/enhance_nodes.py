@@ -1,0 +1,152 @@
+"""ComfyUI nodes for the face enhancer (spec §16): a restorer loader and "SadTalker Face Enhance".
+
+Thin adapters over :mod:`sadtalker_models.enhance`. Nothing heavy is imported at module import:
+torch, spandrel and the landmark backends are imported inside the node functions.
+The ``facerestore_models`` folder (with ``models/gfpgan`` as an alias) is registered in
+``folder_paths`` by the package's ``nodes/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+FACE_RESTORER_TYPE = "SADTALKER_FACE_RESTORER"
+FACE_RESTORE_FOLDER = "facerestore_models"
+PRECISIONS = ("fp32", "bf16", "fp16")
+LANDMARK_BACKENDS = ("auto", "dlib", "face_alignment")
+
+
+def _dtype(precision: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class SadTalkerFaceRestoreModelLoader:
+    """Load GFPGANv1.4 (or another face-restoration model spandrel recognises) from models/facerestore_models."""
+
+    CATEGORY = "SadTalker"
+    RETURN_TYPES = (FACE_RESTORER_TYPE,)
+    RETURN_NAMES = ("face_restorer",)
+    FUNCTION = "load"
+    DESCRIPTION = (
+        "Loads a face-restoration model (GFPGANv1.4.pth as in the original SadTalker enhancer; "
+        "RestoreFormer, or CodeFormer when spandrel_extra_arches is installed) from "
+        "ComfyUI/models/facerestore_models or models/gfpgan."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        import folder_paths
+
+        return {
+            "required": {
+                "model_name": (folder_paths.get_filename_list(FACE_RESTORE_FOLDER), {
+                    "tooltip": "GFPGANv1.4.pth from https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth",
+                }),
+                "precision": (list(PRECISIONS), {
+                    "default": "fp32",
+                    "tooltip": "Weights dtype. GFPGAN has no fp16 support and falls back to fp32; bf16 is faster on recent GPUs.",
+                }),
+            }
+        }
+
+    def load(self, model_name: str, precision: str = "fp32"):
+        import folder_paths
+
+        from sadtalker_models.enhance import FaceRestorerError, load_face_restorer, missing_restorer_message
+
+        path = folder_paths.get_full_path(FACE_RESTORE_FOLDER, model_name)
+        if path is None:
+            raise FaceRestorerError(missing_restorer_message(f"models/{FACE_RESTORE_FOLDER}/{model_name}"))
+        # kept on the CPU until a Face Enhance node runs, so it holds no VRAM between runs
+        restorer = load_face_restorer(path, device="cpu", dtype=_dtype(precision))
+        return (restorer,)
+
+
+class SadTalkerFaceEnhance:
+    """Restore the face of every frame (GFPGAN & co.) and blend it back, optionally at twice the size."""
+
+    CATEGORY = "SadTalker"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    FUNCTION = "enhance"
+    DESCRIPTION = (
+        "Face enhancement of the original SadTalker (--enhancer gfpgan): each frame's face is "
+        "aligned to the FFHQ template from its landmarks, restored, and blended back with a "
+        "feathered mask. Frames without a face pass through unchanged."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE",),
+                "face_restorer": (FACE_RESTORER_TYPE,),
+                "strength": ("FLOAT", {
+                    "default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                    "tooltip": "Weight of the restored face in the blend; 0 leaves the frames unchanged.",
+                }),
+                "upscale_2x": ("BOOLEAN", {
+                    "default": True,
+                    "tooltip": "Double the output size as the original enhancer does (Lanczos background).",
+                }),
+                "batch_size": ("INT", {
+                    "default": 4, "min": 1, "max": 64,
+                    "tooltip": "Faces restored per network call.",
+                }),
+            },
+            "optional": {
+                "landmark_backend": (list(LANDMARK_BACKENDS), {
+                    "default": "auto",
+                    "tooltip": "Face landmark detector used to align each frame.",
+                }),
+            },
+        }
+
+    def enhance(self, images, face_restorer, strength: float, upscale_2x: bool, batch_size: int,
+                landmark_backend: str = "auto"):
+        import comfy.model_management as model_management
+        import comfy.utils
+
+        from sadtalker_models.enhance import enhance_frames
+        from sadtalker_models.face.landmarks import make_landmark_detector
+
+        total = int(images.shape[0])
+        detector = make_landmark_detector(landmark_backend)
+        bar = comfy.utils.ProgressBar(total)
+
+        def progress(done: int, of: int) -> None:
+            bar.update_absolute(done, of)
+            model_management.throw_exception_if_processing_interrupted()
+
+        model_management.throw_exception_if_processing_interrupted()
+        face_restorer.to(model_management.get_torch_device())
+        try:
+            frames, stats = enhance_frames(
+                images, face_restorer, detector,
+                strength=float(strength), upscale=2 if upscale_2x else 1,
+                batch_size=int(batch_size), progress=progress,
+            )
+        finally:
+            face_restorer.to(model_management.unet_offload_device())
+            model_management.soft_empty_cache()
+        if stats.skipped_frames:
+            logger.warning(
+                "SadTalker Face Enhance: %d of %d frames had no detectable face and were left unchanged",
+                stats.skipped_frames, stats.total_frames,
+            )
+        return (frames.float(),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "SadTalkerFaceRestoreModelLoader": SadTalkerFaceRestoreModelLoader,
+    "SadTalkerFaceEnhance": SadTalkerFaceEnhance,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "SadTalkerFaceRestoreModelLoader": "SadTalker Face Restore Model Loader",
+    "SadTalkerFaceEnhance": "SadTalker Face Enhance",
+}
