@@ -284,6 +284,10 @@ def audio_to_coefficients(
             gen = make_generator(generator)
         return gen
 
+    ref_pose_t = None
+    if ref_pose is not None:
+        ref_pose_t = tile_to_length(_check_reference(ref_pose, "ref_pose", 70)[:, 64:70], t)
+
     ref = src[:, :70].expand(t, -1).clone()[None]  # (1, T, 70)
     if ref_eyeblink is not None:
         eb = tile_to_length(_check_reference(ref_eyeblink, "ref_eyeblink", 64), t)
@@ -314,7 +318,6 @@ def audio_to_coefficients(
         pose_raw = run_posevae(posevae, mels, ref[:, 0, 64:70], int(pose_style), z_t, device, dtype)
     pose_smooth = smooth_pose(pose_raw)
     coeffs = torch.cat([exp, pose_smooth], dim=2)[0].clone()
-    if ref_pose is not None:
-        rp = tile_to_length(_check_reference(ref_pose, "ref_pose", 70)[:, 64:70], t)
-        coeffs[:, 64:70] += rp - rp[0:1]
+    if ref_pose_t is not None:
+        coeffs[:, 64:70] += ref_pose_t - ref_pose_t[0:1]
     return CoeffResult(exp=exp, pose_raw=pose_raw, pose_smooth=pose_smooth, coeffs=coeffs, ratio=ratio, z=z_t)
