@@ -182,8 +182,12 @@ def mel_basis() -> np.ndarray:
     return (tri * area[:, None]).astype(np.float32)
 
 
-def _stft_magnitude(y: np.ndarray) -> np.ndarray:
-    """|STFT| ``(401, frames)`` float64: periodic Hann 800, hop 200, centred with zero padding."""
+STFT_BLOCK = 2048  # STFT frames per block (bounds memory for long clips; results do not depend on it)
+
+
+def _mel_energies(y: np.ndarray) -> np.ndarray:
+    """Mel energies ``(80, frames)`` float64 of ``|STFT|``: periodic Hann 800, hop 200, centred
+    with zero padding; frame ``j`` covers padded samples ``[200j, 200j+800)``."""
     pad = N_FFT // 2
     padded = np.pad(y, (pad, pad), mode="constant")
     n_frames = 1 + (padded.shape[0] - N_FFT) // HOP
@@ -194,7 +198,12 @@ def _stft_magnitude(y: np.ndarray) -> np.ndarray:
         writeable=False,
     )
     window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)
-    return np.abs(np.fft.rfft(frames * window, axis=1)).T
+    basis = mel_basis()
+    out = np.empty((N_MELS, n_frames), dtype=np.float64)
+    for i in range(0, n_frames, STFT_BLOCK):
+        mag = np.abs(np.fft.rfft(frames[i : i + STFT_BLOCK] * window, axis=1))
+        out[:, i : i + STFT_BLOCK] = basis @ mag.T  # float32 basis promoted to float64
+    return out
 
 
 def mel_spectrogram(wav16k: np.ndarray) -> np.ndarray:
@@ -211,8 +220,7 @@ def mel_spectrogram(wav16k: np.ndarray) -> np.ndarray:
     if x.ndim != 1 or x.shape[0] == 0:
         raise ValueError(f"mel_spectrogram expects a non-empty 1-D waveform, got shape {tuple(x.shape)}.")
     y = lfilter([1.0, -PREEMPHASIS], [1.0], x)
-    mag = _stft_magnitude(np.ascontiguousarray(y))
-    mel = mel_basis() @ mag  # float32 basis promoted to float64
+    mel = _mel_energies(np.ascontiguousarray(y))
     db = 20.0 * np.log10(np.maximum(1e-5, mel)) - REF_LEVEL_DB
     norm = np.clip(2 * MAX_ABS * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS, -MAX_ABS, MAX_ABS)
     return norm.T
