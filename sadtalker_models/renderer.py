@@ -1,0 +1,301 @@
+"""Face renderer (spec §11-§13): source image + coefficient windows -> video frames.
+
+`FaceRenderer` encodes the source once per clip (canonical and source keypoints, the 3D
+appearance volume and the dense motion network's source-only inputs) and then renders the
+driving frames in batches of any size; a frame does not depend on the batch it is rendered in.
+
+The networks run in their own dtype (float32, or bfloat16/float16 for speed); the inputs are cast
+to it. Keypoint geometry (head pose, rotation, the keypoint softmax expectation, grids and the
+deformation) stays float32. Frames come out float32 in 0..1.
+
+Typical use::
+
+    renderer = FaceRenderer(nets.kp_detector, nets.generator, mapping).optimize()
+    state = renderer.encode_source(source_image, inputs.source_semantics)
+    for frames in renderer.iter_frames(state, inputs, batch_size=4, progress=callback):
+        sink(frames)          # (b, 3, S, S) float32 on the CPU
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from .networks.keypoint_detector import KPDetector
+from .networks.mapping_net import MappingNet
+from .networks.spade_generator import GeneratorSource, OcclusionAwareSPADEGenerator
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FaceRenderer",
+    "SourceState",
+    "headpose_to_degrees",
+    "rotation_matrix",
+    "transform_keypoints",
+]
+
+_PI = 3.14  # the reference's approximation of pi (spec §11.2)
+_NUM_BINS = 66
+
+ProgressCallback = Callable[[int, int], Any]
+
+
+class RenderInputsLike(Protocol):
+    """What `iter_frames` reads from `sadtalker_models.render_data.RenderInputs`."""
+
+    target_semantics: torch.Tensor
+    yaw: torch.Tensor | None
+    pitch: torch.Tensor | None
+    roll: torch.Tensor | None
+
+
+def headpose_to_degrees(logits: torch.Tensor) -> torch.Tensor:
+    """Expected angle of the 66-bin softmax: `(N, 66)` logits -> `(N,)` degrees, `3 * E[bin] - 99`."""
+    prob = torch.softmax(logits.float(), dim=1)
+    bins = torch.arange(_NUM_BINS, dtype=torch.float32, device=logits.device)
+    return torch.sum(prob * bins, dim=1) * 3 - 99
+
+
+def rotation_matrix(yaw: torch.Tensor, pitch: torch.Tensor, roll: torch.Tensor) -> torch.Tensor:
+    """`M = P @ Y @ R` from angles in degrees `(N,)` each -> `(N, 3, 3)` (pi taken as 3.14)."""
+    yaw = (yaw / 180 * _PI).unsqueeze(1)
+    pitch = (pitch / 180 * _PI).unsqueeze(1)
+    roll = (roll / 180 * _PI).unsqueeze(1)
+    one, zero = torch.ones_like(pitch), torch.zeros_like(pitch)
+    n = yaw.shape[0]
+    p = torch.cat([one, zero, zero,
+                   zero, torch.cos(pitch), -torch.sin(pitch),
+                   zero, torch.sin(pitch), torch.cos(pitch)], dim=1).view(n, 3, 3)
+    y = torch.cat([torch.cos(yaw), zero, torch.sin(yaw),
+                   zero, one, zero,
+                   -torch.sin(yaw), zero, torch.cos(yaw)], dim=1).view(n, 3, 3)
+    r = torch.cat([torch.cos(roll), -torch.sin(roll), zero,
+                   torch.sin(roll), torch.cos(roll), zero,
+                   zero, zero, one], dim=1).view(n, 3, 3)
+    return torch.einsum("bij,bjk,bkm->bim", p, y, r)
+
+
+def transform_keypoints(kp_canonical: torch.Tensor, motion: dict[str, torch.Tensor],
+                        yaw: torch.Tensor | None = None, pitch: torch.Tensor | None = None,
+                        roll: torch.Tensor | None = None) -> torch.Tensor:
+    """Pose, translate and deform canonical keypoints (spec §11.2).
+
+    Args:
+        kp_canonical: `(1, 15, 3)` or `(N, 15, 3)` canonical keypoints.
+        motion: MappingNet output for N windows (yaw/pitch/roll `(N, 66)`, t `(N, 3)`, exp `(N, 45)`).
+        yaw, pitch, roll: optional `(N,)` degrees that replace the predicted angles.
+    Returns:
+        `(N, 15, 3)` float32 keypoints: `K @ M^T + (0, t_y, 0) + exp`.
+    """
+    angles = []
+    for name, override in (("yaw", yaw), ("pitch", pitch), ("roll", roll)):
+        if override is not None:
+            angles.append(override.to(device=kp_canonical.device, dtype=torch.float32).reshape(-1))
+        else:
+            angles.append(headpose_to_degrees(motion[name]))
+    rot = rotation_matrix(*angles)
+    kp = kp_canonical.float()
+    n = rot.shape[0]
+    if kp.shape[0] != n:
+        kp = kp.expand(n, -1, -1)
+    rotated = torch.einsum("bmp,bkp->bkm", rot, kp)
+    t = motion["t"].float()
+    t = torch.stack([torch.zeros_like(t[:, 1]), t[:, 1], torch.zeros_like(t[:, 1])], dim=1)
+    exp = motion["exp"].float().view(n, -1, 3)
+    return rotated + t.unsqueeze(1) + exp
+
+
+@dataclass
+class SourceState:
+    """Everything the renderer computes once per clip from the source.
+
+    kp_canonical: `(1, 15, 3)` float32; kp_source: `(1, 15, 3)` float32;
+    generator: the generator's source state (appearance volume, dense-motion inputs);
+    size: S.
+    """
+
+    kp_canonical: torch.Tensor
+    kp_source: torch.Tensor
+    generator: GeneratorSource
+    size: int
+
+
+class FaceRenderer:
+    """Renders frames from a source image and MappingNet coefficient windows.
+
+    Args:
+        kp_detector: loaded `KPDetector` (eval mode).
+        generator: loaded `OcclusionAwareSPADEGenerator` (eval mode).
+        mapping: loaded `MappingNet` matching the preprocess mode (70 or 73 inputs).
+    """
+
+    def __init__(self, kp_detector: KPDetector, generator: OcclusionAwareSPADEGenerator,
+                 mapping: MappingNet) -> None:
+        self.kp_detector = kp_detector
+        self.generator = generator
+        self.mapping = mapping
+        self._compiled_decoder: nn.Module | None = None
+
+    # ------------------------------------------------------------------ properties / options
+    @property
+    def device(self) -> torch.device:
+        """Device of the generator's weights."""
+        return self.generator.fourth.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype of the generator (float32, bfloat16 or float16)."""
+        return self.generator.fourth.weight.dtype
+
+    def optimize(self, fuse: bool = True, compile: bool = False) -> FaceRenderer:
+        """Speed-ups that keep float32 output within the parity tolerance; returns `self`.
+
+        * `fuse`: fold eval BatchNorm and spectral norm into plain conv weights and merge the
+          SPADE convs that share an input (`fuse_for_inference()` of each network). The state
+          dicts are unchanged; loading a state dict afterwards drops the fused weights.
+        * `compile`: wrap the SPADE decoder in `torch.compile`; if compiling fails (no compiler,
+          unsupported backend) the first call logs a warning and the eager decoder is used.
+        """
+        for net in (self.kp_detector, self.generator):
+            if fuse:
+                net.fuse_for_inference()
+            else:
+                net.unfuse()
+        self._compiled_decoder = _CompiledOrEager(self.generator.decoder) if compile else None
+        return self
+
+    # ------------------------------------------------------------------ stages
+    def encode_source(self, source_image: torch.Tensor, source_semantics: torch.Tensor) -> SourceState:
+        """Encode the source once per clip.
+
+        Args:
+            source_image: `(1, 3, S, S)` in 0..1 (S a multiple of 128).
+            source_semantics: `(1, C, 27)` source coefficient window.
+        Returns:
+            `SourceState` with kp_canonical and kp_source `(1, 15, 3)` and the generator's
+            source-only tensors.
+        """
+        if source_image.dim() != 4 or source_image.shape[0] != 1 or source_image.shape[1] != 3:
+            raise ValueError(f"source_image must be (1, 3, S, S), got {tuple(source_image.shape)}")
+        size = int(source_image.shape[-1])
+        if source_image.shape[-2] != size or size % 128:
+            raise ValueError(f"the source image must be square with a side that is a multiple of 128, got "
+                             f"{tuple(source_image.shape[-2:])}; resize it to 256 or 512")
+        with torch.inference_mode():
+            image = source_image.to(self.device, self.dtype)
+            kp_canonical = self.kp_detector(image.to(self._kp_dtype))
+            motion = self._mapping(source_semantics)
+            kp_source = transform_keypoints(kp_canonical, motion)
+            generator_state = self.generator.encode_source(image, kp_source)
+        return SourceState(kp_canonical=kp_canonical, kp_source=kp_source, generator=generator_state, size=size)
+
+    def driving_keypoints(self, state: SourceState, target_semantics: torch.Tensor,
+                          yaw: torch.Tensor | None = None, pitch: torch.Tensor | None = None,
+                          roll: torch.Tensor | None = None) -> torch.Tensor:
+        """Driving keypoints `(T, 15, 3)` float32 from windows `(T, C, 27)` and optional `(T,)` angles."""
+        with torch.inference_mode():
+            motion = self._mapping(target_semantics)
+            return transform_keypoints(state.kp_canonical, motion, yaw, pitch, roll)
+
+    def render_keypoints(self, state: SourceState, kp_driving: torch.Tensor) -> torch.Tensor:
+        """Frames for driving keypoints `(b, 15, 3)` -> `(b, 3, S, S)` float32 on the compute device."""
+        with torch.inference_mode():
+            kp = kp_driving.to(self.device, torch.float32)
+            decoder = self._compiled_decoder if self._compiled_decoder is not None else self.generator.decoder
+            return decoder(self.generator.decode_features(state.generator, kp)).float()
+
+    def iter_frames(self, state: SourceState, inputs: RenderInputsLike | torch.Tensor, batch_size: int = 2,
+                    progress: ProgressCallback | None = None,
+                    out_device: torch.device | str | None = "cpu") -> Iterator[torch.Tensor]:
+        """Render all frames, one batch at a time.
+
+        Args:
+            state: from `encode_source`.
+            inputs: a `RenderInputs` (target_semantics `(T, C, 27)`, yaw/pitch/roll `(T,)` or None)
+                or just the target windows `(T, C, 27)`.
+            batch_size: frames per batch (>= 1); the frames do not depend on it.
+            progress: `progress(done_frames, total_frames)` after each batch; raise to cancel.
+            out_device: where each finished batch is moved before the next starts (None keeps it
+                on the compute device).
+        Yields:
+            `(b, 3, S, S)` float32 frames in 0..1, in order.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        target, cams = _unpack_inputs(inputs)
+        total = int(target.shape[0])
+        for name, seq in cams.items():
+            if seq is not None and seq.reshape(-1).shape[0] != total:
+                raise ValueError(f"the {name} sequence has {seq.numel()} values for {total} frames")
+        for start in range(0, total, batch_size):
+            end = min(start + batch_size, total)
+            sliced = {k: (None if v is None else v.reshape(-1)[start:end]) for k, v in cams.items()}
+            kp = self.driving_keypoints(state, target[start:end], **sliced)
+            frames = self.render_keypoints(state, kp)
+            if out_device is not None:
+                frames = frames.to(out_device)
+            if progress is not None:
+                progress(end, total)
+            yield frames
+
+    def render(self, state: SourceState, inputs: RenderInputsLike | torch.Tensor, batch_size: int = 2,
+               progress: ProgressCallback | None = None,
+               out_device: torch.device | str | None = "cpu") -> torch.Tensor:
+        """All frames `(T, 3, S, S)` float32 in 0..1 on `out_device` (see `iter_frames`)."""
+        target, _ = _unpack_inputs(inputs)
+        total = int(target.shape[0])
+        out: torch.Tensor | None = None
+        done = 0
+        for frames in self.iter_frames(state, inputs, batch_size, progress, out_device):
+            if out is None:
+                out = frames.new_empty((total, *frames.shape[1:]))
+            out[done:done + frames.shape[0]] = frames
+            done += frames.shape[0]
+        if out is None:
+            size = state.size
+            device = out_device if out_device is not None else self.device
+            out = torch.empty((0, 3, size, size), dtype=torch.float32, device=device)
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def _kp_dtype(self) -> torch.dtype:
+        return self.kp_detector.kp.weight.dtype
+
+    def _mapping(self, semantics: torch.Tensor) -> dict[str, torch.Tensor]:
+        weight = self.mapping.fc_t.weight
+        return self.mapping(semantics.to(weight.device, weight.dtype))
+
+
+def _unpack_inputs(inputs: RenderInputsLike | torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
+    if isinstance(inputs, torch.Tensor):
+        return inputs, {"yaw": None, "pitch": None, "roll": None}
+    return inputs.target_semantics, {"yaw": inputs.yaw, "pitch": inputs.pitch, "roll": inputs.roll}
+
+
+class _CompiledOrEager(nn.Module):
+    """`torch.compile(module)`, falling back to the eager module (once, with a warning) on failure."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.eager = module
+        self._compiled: Callable[..., torch.Tensor] | None
+        try:
+            self._compiled = torch.compile(module, dynamic=False)
+        except Exception as exc:  # noqa: BLE001 - any backend problem means "use eager"
+            logger.warning("torch.compile is unavailable (%s); rendering without it", exc)
+            self._compiled = None
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        if self._compiled is not None:
+            try:
+                return self._compiled(*args)
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("torch.compile failed (%s); rendering without it", exc)
+                self._compiled = None
+        return self.eager(*args)
