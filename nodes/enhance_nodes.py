@@ -18,6 +18,21 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 LANDMARK_BACKENDS = ("auto", "dlib", "face_alignment")
 
 
+def _library():
+    """``sadtalker_models.enhance`` and ``sadtalker_models.face.landmarks``, imported on first use.
+
+    Inside ComfyUI the pack is a package, so the library is a sibling package (relative import);
+    from the repository root (tests, scripts) it is the top-level ``sadtalker_models``.
+    """
+    if __package__ and "." in __package__:  # <pack>.nodes
+        from ..sadtalker_models import enhance
+        from ..sadtalker_models.face import landmarks
+    else:
+        from sadtalker_models import enhance
+        from sadtalker_models.face import landmarks
+    return enhance, landmarks
+
+
 def _dtype(precision: str):
     import torch
 
@@ -56,13 +71,12 @@ class SadTalkerFaceRestoreModelLoader:
     def load(self, model_name: str, precision: str = "fp32"):
         import folder_paths
 
-        from sadtalker_models.enhance import FaceRestorerError, load_face_restorer, missing_restorer_message
-
-        path = folder_paths.get_full_path(FACE_RESTORE_FOLDER, model_name)
+        enhance, _ = _library()
+        path = folder_paths.get_full_path(FACE_RESTORE_FOLDER, model_name) if model_name else None
         if path is None:
-            raise FaceRestorerError(missing_restorer_message(f"models/{FACE_RESTORE_FOLDER}/{model_name}"))
+            raise enhance.FaceRestorerError(enhance.missing_restorer_message(f"models/{FACE_RESTORE_FOLDER}/{model_name}"))
         # kept on the CPU until a Face Enhance node runs, so it holds no VRAM between runs
-        restorer = load_face_restorer(path, device="cpu", dtype=_dtype(precision))
+        restorer = enhance.load_face_restorer(path, device="cpu", dtype=_dtype(precision))
         return (restorer,)
 
 
@@ -111,11 +125,9 @@ class SadTalkerFaceEnhance:
         import comfy.model_management as model_management
         import comfy.utils
 
-        from sadtalker_models.enhance import enhance_frames
-        from sadtalker_models.face.landmarks import make_landmark_detector
-
+        enhance, landmarks = _library()
         total = int(images.shape[0])
-        detector = make_landmark_detector(landmark_backend)
+        detector = landmarks.make_landmark_detector(landmark_backend)
         bar = comfy.utils.ProgressBar(total)
 
         def progress(done: int, of: int) -> None:
@@ -125,7 +137,7 @@ class SadTalkerFaceEnhance:
         model_management.throw_exception_if_processing_interrupted()
         face_restorer.to(model_management.get_torch_device())
         try:
-            frames, stats = enhance_frames(
+            frames, stats = enhance.enhance_frames(
                 images, face_restorer, detector,
                 strength=float(strength), upscale=2 if upscale_2x else 1,
                 batch_size=int(batch_size), progress=progress,

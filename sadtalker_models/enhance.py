@@ -226,7 +226,10 @@ class FaceRestorer:
 
     @torch.inference_mode()
     def restore(self, faces: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 512, 512) RGB in 0..1 (any device/dtype) -> (B, 3, 512, 512) float32 in 0..1 on the model's device."""
+        """(B, 3, 512, 512) RGB in 0..1 (any device/dtype) -> (B, 3, 512, 512) float32 RGB in 0..1 on the model's device.
+
+        The networks were trained on RGB crops (the reference converts its BGR frames first).
+        """
         if faces.ndim != 4 or faces.shape[1] != 3:
             raise ValueError(f"Expected faces of shape (B, 3, H, W), got {tuple(faces.shape)}")
         x = faces.to(device=self.device, dtype=self.dtype).contiguous()  # NCHW; GFPGAN .view()s its features
@@ -339,12 +342,23 @@ def alignment_transform(points5: np.ndarray, template: np.ndarray = FFHQ_TEMPLAT
 
 
 def feather_mask(size: int = TEMPLATE_SIZE) -> np.ndarray:
-    """(size, size) float32 blend mask in template space: 1 over the face, fading to 0 at the edges."""
-    margin = int(round(size * 0.0625))  # 32 px at 512
-    sigma = size * 0.025  # 12.8 px at 512
+    """(size, size) float32 blend mask in template space: 1 over the face, fading to 0 outside.
+
+    The original pastes with a face-parsing mask (skin, features and hair, not the background);
+    without a parsing network this is a feathered ellipse over the face and the hair line of the
+    FFHQ template, forced to 0 near the crop's border.
+    """
+    s = size / 512.0
     mask = np.zeros((size, size), dtype=np.float32)
-    mask[margin : size - margin, margin : size - margin] = 1.0
-    return cv2.GaussianBlur(mask, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_CONSTANT)
+    cv2.ellipse(
+        mask, (int(round(256 * s)), int(round(276 * s))), (int(round(176 * s)), int(round(212 * s))),
+        0.0, 0.0, 360.0, 1.0, thickness=-1, lineType=cv2.LINE_AA,
+    )
+    sigma = 16.0 * s
+    mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_CONSTANT)
+    edge = max(1, int(round(8 * s)))
+    mask[:edge], mask[-edge:], mask[:, :edge], mask[:, -edge:] = 0.0, 0.0, 0.0, 0.0
+    return np.clip(mask, 0.0, 1.0)
 
 
 def _scale_pixels(matrix: np.ndarray, factor: float) -> np.ndarray:

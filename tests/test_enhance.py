@@ -353,6 +353,33 @@ def test_gfpgan_stand_in_end_to_end(gfpgan_file, art_face, detector, caplog):
     np.testing.assert_array_equal(out[0, :8, :8].numpy(), upscaled[:8, :8])
 
 
+def test_restoreformer_is_loaded_and_called_in_its_range(tmp_path, monkeypatch):
+    """Other FaceSR architectures load too; RestoreFormer's raw module also works in [-1, 1]."""
+    from spandrel.architectures.RestoreFormer import RestoreFormer
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = RestoreFormer(n_embed=32, embed_dim=16, ch=32, ch_mult=(1, 1, 1, 1, 1, 1), num_res_blocks=1, z_channels=16)
+    path = tmp_path / "RestoreFormer.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(module.state_dict(), str(path))
+    restorer = load_face_restorer(path)
+    assert restorer.architecture == "RestoreFormer" and restorer.descriptor.purpose == "FaceSR"
+
+    seen = {}
+
+    def fake_forward(x, **kwargs):  # the real forward at 512 is too slow for a unit test
+        seen["range"] = (float(x.min()), float(x.max()))
+        return x.clone(), None
+
+    monkeypatch.setattr(restorer.descriptor.model, "forward", fake_forward)
+    faces = torch.linspace(0, 1, 3 * 512 * 512).reshape(1, 3, 512, 512)
+    out = restorer.restore(faces)
+    assert seen["range"] == pytest.approx((-1.0, 1.0))
+    torch.testing.assert_close(out, faces, atol=1e-6, rtol=0)
+
+
 def test_missing_file_names_folder_and_url(tmp_path):
     with pytest.raises(FaceRestorerError) as info:
         load_face_restorer(tmp_path / "GFPGANv1.4.pth")
