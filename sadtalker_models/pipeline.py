@@ -109,6 +109,7 @@ class SadTalkerModels:
             "kp_detector": nets.kp_detector, "generator": nets.generator,
         })
         self._lock = threading.Lock()
+        self._fused = False
         self.on_change: Callable[[], None] | None = None   # called after a mapping net was added
 
     def __repr__(self) -> str:
@@ -130,9 +131,15 @@ class SadTalkerModels:
             return self.container[key]
 
     def renderer(self, preprocess: str):
+        """A FaceRenderer for ``preprocess`` (the renderer networks are fused for inference once)."""
         from .renderer import FaceRenderer
 
-        return FaceRenderer(self.nets.kp_detector, self.nets.generator, self.mapping(preprocess))
+        mapping = self.mapping(preprocess)
+        renderer = FaceRenderer(self.nets.kp_detector, self.nets.generator, mapping)
+        if not self._fused:
+            renderer.optimize(fuse=True)
+            self._fused = True
+        return renderer
 
     def modules(self) -> torch.nn.ModuleDict:
         return self.container

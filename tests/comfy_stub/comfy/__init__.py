@@ -1,0 +1,1 @@
+"""Stand-in for the parts of ComfyUI's ``comfy`` package that the SadTalker pack uses (tests only)."""

@@ -1,0 +1,52 @@
+"""Stand-in for ``comfy.model_management``: CPU device, an interrupt flag, and load bookkeeping."""
+
+from __future__ import annotations
+
+import torch
+
+
+class InterruptProcessingException(Exception):
+    pass
+
+
+interrupt_processing = False
+loaded_models_calls: list = []
+
+
+def interrupt_current_processing(value: bool = True) -> None:
+    global interrupt_processing
+    interrupt_processing = value
+
+
+def processing_interrupted() -> bool:
+    return interrupt_processing
+
+
+def throw_exception_if_processing_interrupted() -> None:
+    global interrupt_processing
+    if interrupt_processing:
+        interrupt_processing = False
+        raise InterruptProcessingException()
+
+
+def get_torch_device() -> torch.device:
+    return torch.device("cpu")
+
+
+def unet_offload_device() -> torch.device:
+    return torch.device("cpu")
+
+
+def intermediate_device() -> torch.device:
+    return torch.device("cpu")
+
+
+def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
+                    force_full_load=False) -> None:
+    loaded_models_calls.append(list(models))
+    for patcher in models:
+        patcher.model.to(patcher.load_device)
+
+
+def soft_empty_cache(force: bool = False) -> None:
+    pass

@@ -1,0 +1,20 @@
+"""Stand-in for ``comfy.utils.ProgressBar``: records every update so tests can inspect it."""
+
+from __future__ import annotations
+
+updates: list[tuple[int, int]] = []
+
+
+class ProgressBar:
+    def __init__(self, total: int, node_id=None):
+        self.total = total
+        self.current = 0
+
+    def update_absolute(self, value: int, total: int | None = None, preview=None) -> None:
+        if total is not None:
+            self.total = total
+        self.current = value
+        updates.append((value, self.total))
+
+    def update(self, value: int) -> None:
+        self.update_absolute(self.current + value, self.total)
