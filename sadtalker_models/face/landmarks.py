@@ -47,7 +47,7 @@ BACKENDS = ("auto", "dlib", "face_alignment")
 _FA_S3FD_URL = "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"
 _FA_FAN_URL_OLD = "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-cd938726ad.zip"
 _FA_FAN_URL_NEW = "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar"
-# Known sizes in bytes (a shorter file is an interrupted download).
+# Official sizes in bytes; a shorter file is an interrupted download and is ignored.
 _FA_KNOWN_SIZES = {
     "s3fd-619a316812.pth": 89843225,
     "2DFAN4-cd938726ad.zip": 96316515,
@@ -285,9 +285,9 @@ def find_face_alignment_files(model_dir: str | None) -> FaceAlignmentFiles | Non
             path = os.path.join(d, name)
             if os.path.isfile(path):
                 expected = _FA_KNOWN_SIZES.get(name)
-                if expected is not None and os.path.getsize(path) != expected:
+                if expected is not None and os.path.getsize(path) < expected:
                     logger.warning(
-                        "Ignoring %s: %d bytes instead of %d (incomplete download?)",
+                        "Ignoring %s: %d bytes, the official file has %d (incomplete download?)",
                         path, os.path.getsize(path), expected,
                     )
                     continue
@@ -375,8 +375,15 @@ def load_face_alignment(model_dir: str | None = None, device: str | None = None)
     params = inspect.signature(face_alignment.FaceAlignment.__init__).parameters
     if "compile" in params:
         kwargs["compile"] = False
-    with _torch_hub_dir_with(files):
-        return face_alignment.FaceAlignment(lm_type, **kwargs)
+    try:
+        with _torch_hub_dir_with(files):
+            return face_alignment.FaceAlignment(lm_type, **kwargs)
+    except Exception as exc:
+        raise ValueError(
+            f"Could not load the face-alignment weights ({files.detector}, {files.fan}): {exc}. "
+            "The files may be damaged or for another face-alignment version; download them again "
+            "from the URLs in docs/landmarks.md, or use the 'dlib' landmark backend."
+        ) from exc
 
 
 class FaceAlignmentDetector:
