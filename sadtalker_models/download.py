@@ -156,11 +156,19 @@ def download_file(file: RemoteFile, target: Path, progress: ProgressFn | None = 
                             break
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         reason = getattr(err, "reason", err)
+        resume = (f"Keep the partial file {part} and run the command again to resume, or"
+                  if part.is_file() and part.stat().st_size > 0 else "Run the command again when online, or")
         raise DownloadError(
-            f"Could not download {file.name} from {file.url} ({reason}). Keep the partial file "
-            f"{part} and run the command again to resume, or download it by hand into {target.parent}."
+            f"Could not download {file.name} from {file.url} ({reason}). {resume} download it by hand "
+            f"into {target.parent}."
         ) from err
     size = part.stat().st_size
+    if size < file.size:
+        raise DownloadError(
+            f"The download of {file.name} from {file.url} stopped after {size:,} of {file.size:,} bytes. "
+            f"Keep the partial file {part} and run the command again to resume, or download it by hand "
+            f"into {target.parent}."
+        )
     if size != file.size:
         part.unlink(missing_ok=True)
         raise DownloadError(

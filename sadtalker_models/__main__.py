@@ -1,0 +1,239 @@
+"""Command line: ``python -m sadtalker_models`` (the same library as the ComfyUI nodes, no ComfyUI needed).
+
+Main job (an mp4 with the speech muxed in)::
+
+    python -m sadtalker_models --image face.png --audio speech.wav --out talking.mp4 \\
+        --models-dir ComfyUI/models/sadtalker
+
+Fetch the official weights::
+
+    python -m sadtalker_models download --models-dir ComfyUI/models/sadtalker
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("sadtalker_models")
+
+DEFAULT_MODELS_DIR = os.environ.get("SADTALKER_MODELS_DIR", os.path.join("models", "sadtalker"))
+SUBCOMMANDS = ("run", "download")
+
+
+# the same choices as sadtalker_models.pipeline (kept here so `download` and `--help` never import torch)
+PREPROCESS_MODES = ("crop", "extcrop", "resize", "full", "extfull")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+LANDMARK_BACKENDS = ("auto", "dlib", "face_alignment")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", "-i", required=True, help="source picture (png/jpg/...; a video's first frame)")
+    p.add_argument("--audio", "-a", required=True, help="speech: any audio or video file ffmpeg reads")
+    p.add_argument("--out", "-o", default="sadtalker.mp4", help="output mp4 (default: %(default)s)")
+    p.add_argument("--models-dir", default=DEFAULT_MODELS_DIR,
+                   help="folder with SadTalker_V0.0.2_<size>.safetensors and the mapping files "
+                        "(default: $SADTALKER_MODELS_DIR or %(default)s)")
+    p.add_argument("--checkpoint", help="explicit SadTalker .safetensors file (overrides --models-dir/--size)")
+    p.add_argument("--preprocess", "--mode", default="crop", choices=PREPROCESS_MODES,
+                   help="crop (face only), extcrop, resize, full / extfull (paste back into the picture)")
+    p.add_argument("--size", type=int, default=256, choices=(256, 512), help="render size / checkpoint")
+    p.add_argument("--still", action="store_true", help="keep the source head pose")
+    p.add_argument("--pose-style", type=int, default=0, help="head-motion style 0..45")
+    p.add_argument("--seed", type=int, default=0, help="seed for head motion and blinks (default 0)")
+    p.add_argument("--no-blink", action="store_true", help="no random eye blinks")
+    p.add_argument("--expression-scale", type=float, default=1.0)
+    p.add_argument("--ref-video", help="reference video for both head pose and blinks")
+    p.add_argument("--ref-pose", help="reference video for head pose only")
+    p.add_argument("--ref-eyeblink", help="reference video for eye blinks only")
+    p.add_argument("--yaw", help="yaw path in degrees, e.g. 0,20,-10")
+    p.add_argument("--pitch", help="pitch path in degrees")
+    p.add_argument("--roll", help="roll path in degrees")
+    p.add_argument("--batch-size", type=int, default=2, help="frames rendered at once (default 2)")
+    p.add_argument("--no-paste-back", action="store_true", help="full/extfull: keep the face crop only")
+    p.add_argument("--enhancer", help="face restorer file (e.g. GFPGANv1.4.pth) to enhance every frame")
+    p.add_argument("--enhancer-upscale", type=int, default=2, choices=(1, 2),
+                   help="output scale with --enhancer (2 like the original SadTalker)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="renderer precision (auto: fp16 on CUDA)")
+    p.add_argument("--landmark-backend", default="auto", choices=LANDMARK_BACKENDS)
+    p.add_argument("--landmark-dir", help="folder with face-alignment weights (for --landmark-backend face_alignment)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sadtalker_models",
+        description="SadTalker: one face picture + speech -> talking-head mp4. "
+                    "`download` fetches the official weights.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bar")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="render a talking-head video (the default command)")
+    _add_run_args(run)
+    dl = sub.add_parser("download", help="download the official weight files")
+    dl.add_argument("--models-dir", default=DEFAULT_MODELS_DIR, help="where the SadTalker files go")
+    dl.add_argument("--sizes", type=int, nargs="+", default=[256, 512], choices=(256, 512),
+                    help="which SadTalker checkpoints (default: both)")
+    dl.add_argument("--enhancer", action="store_true", help="also fetch GFPGANv1.4.pth")
+    dl.add_argument("--enhancer-dir", help="where GFPGANv1.4.pth goes (default: ../facerestore_models beside "
+                                           "a models/sadtalker folder)")
+    dl.add_argument("--no-verify-existing", action="store_true",
+                    help="trust files already present when their size matches (skip the sha256)")
+    dl.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first not in SUBCOMMANDS and not any(a in ("-h", "--help") for a in argv[:1]):
+        # the main job is the default command: insert "run" after the global flags
+        index = next((i for i, a in enumerate(argv) if a not in ("-v", "--verbose", "-q", "--quiet")), len(argv))
+        argv.insert(index, "run")
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "download":
+            return download(args)
+        if args.command == "run":
+            return run(args)
+        build_parser().print_help()
+        return 2
+    except KeyboardInterrupt:
+        logger.error("Interrupted.")
+        return 130
+    except (ValueError, RuntimeError, OSError) as err:
+        logger.debug("details", exc_info=True)
+        logger.error("%s", err)
+        return 1
+
+
+# --------------------------------------------------------------------------- download
+
+
+def download(args: argparse.Namespace) -> int:
+    from sadtalker_models.download import DownloadError, download_all, select_files
+
+    progress = _download_progress(args.quiet)
+    try:
+        saved = download_all(args.models_dir, select_files(args.sizes, args.enhancer),
+                             enhancer_dir=args.enhancer_dir, progress=progress,
+                             verify_existing=not args.no_verify_existing, timeout=args.timeout)
+    except DownloadError as err:
+        progress.close()
+        logger.error("%s", err)
+        return 1
+    progress.close()
+    for path in saved:
+        logger.info("ok: %s", path)
+    return 0
+
+
+class _download_progress:
+    """tqdm bar per file for download_all's progress(file, done, total) callback."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+        self.name = None
+
+    def __call__(self, file, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        if self.name != file.name:
+            self.close()
+            self.name = file.name
+            self.bar = tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024, desc=file.name)
+        else:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self.name = None
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from sadtalker_models import pipeline
+    from sadtalker_models.video import Mp4Writer, load_audio, read_image, read_video
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"The output must be an .mp4 file, got {out}.")
+    image = read_image(args.image)
+    wave, rate = load_audio(args.audio)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else pipeline.find_checkpoint(args.models_dir, args.size)
+    for name in ("yaw", "pitch", "roll"):
+        pipeline.parse_angles(getattr(args, name), name)   # fail early on a typo
+
+    models = pipeline.load_models(checkpoint, device=args.device, precision=args.precision,
+                                  mapping_dir=args.models_dir if not args.checkpoint else None)
+    logger.info("Models: %s", models)
+    face = pipeline.prepare_face(models, image, args.preprocess, args.size, args.landmark_backend, args.landmark_dir)
+
+    refs: dict[str, object] = {}
+    ref_paths = {"pose": args.ref_pose or args.ref_video, "eyeblink": args.ref_eyeblink or args.ref_video}
+    extracted: dict[str, object] = {}
+    num_frames_needed = int(wave.shape[1] * 25 // rate) or None
+    for kind, path in ref_paths.items():
+        if not path:
+            continue
+        if path not in extracted:
+            frames, fps = read_video(path, max_frames=num_frames_needed)
+            if abs(fps - 25.0) > 0.01:
+                logger.warning("Reference video %s runs at %.2f fps; its frames are used as 25-fps frames.", path, fps)
+            extracted[path] = pipeline.reference_coefficients(models, frames, args.landmark_backend,
+                                                              args.landmark_dir, preprocess=args.preprocess)
+        refs[kind] = extracted[path]
+
+    coeffs = pipeline.audio_to_coefficients(models, face, wave, rate, pose_style=args.pose_style, seed=args.seed,
+                                            blink=not args.no_blink, still=args.still,
+                                            ref_pose=refs.get("pose"), ref_eyeblink=refs.get("eyeblink"))
+    total = coeffs.num_frames
+    logger.info("%d frames (%.2f s) at 25 fps", total, coeffs.duration)
+
+    restorer = detector = None
+    if args.enhancer:
+        from sadtalker_models.enhance import load_face_restorer
+        from sadtalker_models.face.landmarks import make_landmark_detector
+
+        restorer = load_face_restorer(args.enhancer, device=models.device)
+        detector = make_landmark_detector(args.landmark_backend, args.landmark_dir)
+
+    bar = tqdm(total=total, unit="frame", desc="render", disable=args.quiet)
+
+    def progress(done: int, of: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        with Mp4Writer(out, fps=coeffs.fps, audio=wave, sample_rate=rate) as writer:
+            for batch in pipeline.render_frames(models, face, coeffs, expression_scale=args.expression_scale,
+                                                batch_size=args.batch_size, yaw=args.yaw, pitch=args.pitch,
+                                                roll=args.roll, paste_back=not args.no_paste_back,
+                                                progress=progress):
+                if restorer is not None:
+                    from sadtalker_models.enhance import enhance_frames
+
+                    batch, _ = enhance_frames(batch, restorer, detector, upscale=args.enhancer_upscale,
+                                              batch_size=args.batch_size)
+                writer.write(batch)
+    finally:
+        bar.close()
+    logger.info("Wrote %s (%d frames, %.2f s, with audio)", out, total, coeffs.duration)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
