@@ -323,3 +323,16 @@ def test_detector_cache_returns_same_object():
     a = make_landmark_detector("dlib")
     b = make_landmark_detector("dlib")
     assert a is b
+
+
+def test_auto_falls_back_to_dlib_when_face_alignment_fails_to_load(isolated_hub, caplog):
+    pytest.importorskip("face_alignment")
+    model_dir = isolated_hub / "fa_bad"
+    model_dir.mkdir()
+    for name in lmk.face_alignment_file_urls():
+        with open(model_dir / name, "wb") as handle:
+            handle.truncate(100_000_000)
+    caplog.set_level("WARNING", logger="sadtalker_models.face.landmarks")
+    det = make_landmark_detector("auto", model_dir=str(model_dir), device="cpu")
+    assert det.name == "dlib"
+    assert "could not be loaded" in caplog.text

@@ -433,6 +433,20 @@ def clear_detector_cache() -> None:
         _DETECTOR_CACHE.clear()
 
 
+def _cached_detector(key: str, model_dir: str | None, device: str | None) -> LandmarkDetector:
+    cache_key = (key, os.path.abspath(model_dir) if model_dir and key != "dlib" else None,
+                 device if key != "dlib" else None)
+    with _CACHE_LOCK:
+        det = _DETECTOR_CACHE.get(cache_key)
+        if det is None:
+            if key == "dlib":
+                det = DlibDetector()
+            else:
+                det = FaceAlignmentDetector(load_face_alignment(model_dir, device))
+            _DETECTOR_CACHE[cache_key] = det
+    return det
+
+
 def make_landmark_detector(
     backend: str = "auto", model_dir: str | None = None, device: str | None = None
 ) -> LandmarkDetector:
@@ -445,7 +459,7 @@ def make_landmark_detector(
 
     The returned object's ``.name`` says which backend is used ('dlib' or 'face_alignment').
     """
-    key = backend.strip().lower().replace("-", "_")
+    key = str(backend).strip().lower().replace("-", "_")
     if key not in BACKENDS:
         raise ValueError(f"Unknown landmark backend {backend!r}; use one of {', '.join(BACKENDS)}.")
     if key == "auto":
@@ -458,14 +472,15 @@ def make_landmark_detector(
                 "Landmarks: face-alignment %s; using dlib.",
                 "weights not found" if has_pkg else "package not installed",
             )
-    cache_key = (key, os.path.abspath(model_dir) if model_dir else None, device if key != "dlib" else None)
-    with _CACHE_LOCK:
-        det = _DETECTOR_CACHE.get(cache_key)
-        if det is None:
-            if key == "dlib":
-                det = DlibDetector()
-            else:
-                det = FaceAlignmentDetector(load_face_alignment(model_dir, device))
-            _DETECTOR_CACHE[cache_key] = det
+        auto = True
+    else:
+        auto = False
+    try:
+        det = _cached_detector(key, model_dir, device)
+    except ValueError as exc:
+        if not (auto and key == "face_alignment"):
+            raise
+        logger.warning("Landmarks: face-alignment could not be loaded (%s); using dlib.", exc)
+        det = _cached_detector("dlib", None, None)
     logger.info("Landmark backend: %s", det.name)
     return det
