@@ -140,6 +140,8 @@ class FaceRenderer:
         self.generator = generator
         self.mapping = mapping
         self._compiled_decoder: nn.Module | None = None
+        #: windows per MappingNet call in `driving_keypoints` (fixed, so frames are batch-independent)
+        self.mapping_chunk = 64
 
     # ------------------------------------------------------------------ properties / options
     @property
@@ -197,10 +199,22 @@ class FaceRenderer:
     def driving_keypoints(self, state: SourceState, target_semantics: torch.Tensor,
                           yaw: torch.Tensor | None = None, pitch: torch.Tensor | None = None,
                           roll: torch.Tensor | None = None) -> torch.Tensor:
-        """Driving keypoints `(T, 15, 3)` float32 from windows `(T, C, 27)` and optional `(T,)` angles."""
+        """Driving keypoints `(T, 15, 3)` float32 from windows `(T, C, 27)` and optional `(T,)` angles.
+
+        The MappingNet runs on fixed chunks of `mapping_chunk` windows counted from the first
+        one, so a frame's keypoints never depend on how the frames are later batched.
+        """
+        total = int(target_semantics.shape[0])
+        out = []
         with torch.inference_mode():
-            motion = self._mapping(target_semantics)
-            return transform_keypoints(state.kp_canonical, motion, yaw, pitch, roll)
+            for start in range(0, total, self.mapping_chunk):
+                end = min(start + self.mapping_chunk, total)
+                motion = self._mapping(target_semantics[start:end])
+                cams = [None if c is None else c.reshape(-1)[start:end] for c in (yaw, pitch, roll)]
+                out.append(transform_keypoints(state.kp_canonical, motion, *cams))
+            if not out:
+                return torch.empty((0, 15, 3), dtype=torch.float32, device=self.device)
+            return torch.cat(out)
 
     def render_keypoints(self, state: SourceState, kp_driving: torch.Tensor) -> torch.Tensor:
         """Frames for driving keypoints `(b, 15, 3)` -> `(b, 3, S, S)` float32 on the compute device."""
@@ -232,11 +246,10 @@ class FaceRenderer:
         for name, seq in cams.items():
             if seq is not None and seq.reshape(-1).shape[0] != total:
                 raise ValueError(f"the {name} sequence has {seq.numel()} values for {total} frames")
+        kp_driving = self.driving_keypoints(state, target, **cams)  # (T, 15, 3): tiny
         for start in range(0, total, batch_size):
             end = min(start + batch_size, total)
-            sliced = {k: (None if v is None else v.reshape(-1)[start:end]) for k, v in cams.items()}
-            kp = self.driving_keypoints(state, target[start:end], **sliced)
-            frames = self.render_keypoints(state, kp)
+            frames = self.render_keypoints(state, kp_driving[start:end])
             if out_device is not None:
                 frames = frames.to(out_device)
             if progress is not None:

@@ -251,16 +251,19 @@ class DenseMotionNetwork(nn.Module):
 
         dtype = self.mask.weight.dtype
         hourglass_in = torch.cat([heat, deformed], dim=2).view(n, -1, d, h, w).to(dtype)
-        prediction = self.hourglass(hourglass_in)
-
-        mask = F.softmax(self.mask(prediction).float(), dim=1)
+        # One frame at a time: the small 3D convolutions of the hourglass pick batch-size
+        # dependent kernels, and frames must not depend on how they are batched.
+        mask_logits, occlusion = [], []
+        for i in range(n):
+            prediction = self.hourglass(hourglass_in[i:i + 1])
+            mask_logits.append(self.mask(prediction).float())
+            occlusion.append(torch.sigmoid(self.occlusion(prediction.reshape(1, -1, h, w))))
+        mask = F.softmax(torch.cat(mask_logits), dim=1)
         mask = torch.where(mask < _MASK_THRESHOLD, torch.zeros_like(mask), mask)
         identity = source.grid.expand(n, 1, d, h, w, 3)
         all_motions = torch.cat([identity, motions], dim=1)  # (N, 16, D, H, W, 3)
         deformation = (all_motions * mask.unsqueeze(-1)).sum(dim=1)
-
-        occlusion = torch.sigmoid(self.occlusion(prediction.reshape(n, -1, h, w)))
-        return DenseMotion(deformation=deformation, occlusion_map=occlusion, mask=mask)
+        return DenseMotion(deformation=deformation, occlusion_map=torch.cat(occlusion), mask=mask)
 
     def forward(self, feature: torch.Tensor, kp_driving: torch.Tensor,
                 kp_source: torch.Tensor) -> DenseMotion:

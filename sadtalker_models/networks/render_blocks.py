@@ -169,7 +169,10 @@ class DownBlock3d(FusableConvNorm):
         self._init_fusion()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool3d(F.relu(self.conv_norm(x)), kernel_size=(1, 2, 2))
+        out = F.relu(self.conv_norm(x))
+        n, c, d, h, w = out.shape
+        # a (1, 2, 2) 3D pool is a 2x2 pool of the depth slices (and this one has bf16 CPU kernels)
+        return F.avg_pool2d(out.reshape(n, c * d, h, w), kernel_size=(2, 2)).view(n, c, d, h // 2, w // 2)
 
 
 class ResBlock3d(nn.Module):

@@ -1,0 +1,180 @@
+"""FaceRenderer behaviour: batch-size invariance, progress and cancellation, devices and dtypes,
+fusion (same frames, unchanged state dict), and agreement with the networks' own forward passes.
+
+Runs at S = 128 with a few frames on the seed-0 stand-in weights (loaded through the real
+loader). The networks are copied so that fusing them never touches the session's shared models.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from sadtalker_models.render_data import RenderInputs
+from sadtalker_models.renderer import FaceRenderer, rotation_matrix, transform_keypoints
+
+SIZE = 128
+FRAMES = 5
+
+
+def _windows(coeffs: torch.Tensor) -> torch.Tensor:
+    """(T, C) -> (T, C, 27) windows of radius 13 with clamped indices."""
+    t = coeffs.shape[0]
+    idx = (torch.arange(t)[:, None] + torch.arange(-13, 14)[None, :]).clamp(0, t - 1)
+    return coeffs[idx].transpose(1, 2).contiguous()
+
+
+@pytest.fixture(scope="module")
+def nets(parity_models):
+    models = parity_models(0)
+    kp = copy.deepcopy(models.nets.kp_detector)
+    gen = copy.deepcopy(models.nets.generator)
+    return kp, gen, models.mapping("crop")
+
+
+@pytest.fixture(scope="module")
+def inputs() -> tuple[torch.Tensor, RenderInputs]:
+    g = torch.Generator().manual_seed(1234)
+    coarse = torch.rand(1, 3, 8, 8, generator=g)
+    image = torch.nn.functional.interpolate(coarse, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    image = (image + 0.05 * torch.rand(1, 3, SIZE, SIZE, generator=g)).clamp(0, 1)
+    source = 0.3 * torch.randn(1, 70, generator=g)
+    coeffs = source + 0.2 * torch.randn(FRAMES, 70, generator=g)
+    yaw = torch.linspace(0.0, 15.0, FRAMES)
+    return image, RenderInputs(
+        source_semantics=source.unsqueeze(-1).repeat(1, 1, 27),
+        target_semantics=_windows(coeffs),
+        yaw=yaw,
+    )
+
+
+@pytest.fixture(scope="module")
+def fused(nets):
+    kp, gen, mapping = nets
+    return FaceRenderer(kp, gen, mapping).optimize(fuse=True)
+
+
+@pytest.fixture(scope="module")
+def baseline(fused, inputs):
+    """Fused frames with batch size 2 and the progress calls seen."""
+    image, inp = inputs
+    state = fused.encode_source(image, inp.source_semantics)
+    calls: list[tuple[int, int]] = []
+    frames = fused.render(state, inp, batch_size=2, progress=lambda d, n: calls.append((d, n)))
+    return state, frames, calls
+
+
+def test_output_shape_dtype_range_and_progress(baseline):
+    _, frames, calls = baseline
+    assert frames.shape == (FRAMES, 3, SIZE, SIZE)
+    assert frames.dtype == torch.float32 and frames.device.type == "cpu"
+    assert 0.0 <= frames.min().item() and frames.max().item() <= 1.0
+    assert calls == [(2, FRAMES), (4, FRAMES), (5, FRAMES)]
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_frames_do_not_depend_on_batch_size(fused, inputs, baseline, batch_size):
+    _, inp = inputs
+    state, want, _ = baseline
+    got = fused.render(state, inp, batch_size=batch_size)
+    assert (got - want).abs().max().item() <= 1e-5
+
+
+def test_iter_frames_yields_batches_off_device(fused, inputs, baseline):
+    _, inp = inputs
+    state, want, _ = baseline
+    sizes = []
+    for batch in fused.iter_frames(state, inp, batch_size=3, out_device="cpu"):
+        assert batch.device.type == "cpu" and batch.dtype == torch.float32
+        sizes.append(batch.shape[0])
+        break  # a consumer may stop early; nothing is left to clean up
+    assert sizes == [3]
+
+
+def test_progress_exception_cancels(fused, inputs, baseline):
+    _, inp = inputs
+    state, _, _ = baseline
+    seen = []
+
+    class Cancelled(Exception):
+        pass
+
+    def progress(done: int, total: int) -> None:
+        seen.append(done)
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        fused.render(state, inp, batch_size=2, progress=progress)
+    assert seen == [2]
+
+
+def test_fused_matches_unfused_and_module_forward(nets, inputs, baseline):
+    """Unfused renderer and the generator's own forward (reference batching) give the same frames."""
+    kp, gen, mapping = nets
+    image, inp = inputs
+    _, want, _ = baseline
+    plain_kp, plain_gen = copy.deepcopy(kp), copy.deepcopy(gen)
+    plain = FaceRenderer(plain_kp, plain_gen, mapping).optimize(fuse=False)
+    state = plain.encode_source(image, inp.source_semantics)
+    got = plain.render(state, inp, batch_size=FRAMES)
+    assert (got - want).abs().max().item() <= 1e-4
+
+    kp_driving = plain.driving_keypoints(state, inp.target_semantics[:2], yaw=inp.yaw[:2])
+    with torch.inference_mode():
+        kp_canonical = plain_kp(image)
+        assert torch.allclose(kp_canonical, state.kp_canonical, atol=1e-6)
+        frames = plain_gen(image.repeat(2, 1, 1, 1), kp_driving, state.kp_source.repeat(2, 1, 1))
+    assert (frames - want[:2]).abs().max().item() <= 1e-4
+
+
+def test_fusion_keeps_state_dict_and_reload_unfuses(nets):
+    kp, gen, _ = nets
+    fresh = type(gen)()
+    assert gen.state_dict().keys() == fresh.state_dict().keys()
+    assert kp.state_dict().keys() == type(kp)().state_dict().keys()
+    block = copy.deepcopy(gen.decoder.up_0)
+    block.fuse_for_inference()
+    assert block.shared_weight is not None and block.conv_0.fused_weight is not None
+    block.load_state_dict(gen.decoder.up_0.state_dict(), strict=True)
+    assert block.shared_weight is None and block.conv_0.fused_weight is None
+    assert block.norm_0.fused_weight is None
+
+
+def test_reduced_precision_renderer(nets, inputs, baseline):
+    """A bfloat16 renderer casts its inputs and still returns float32 frames in 0..1."""
+    kp, gen, mapping = nets
+    image, inp = inputs
+    _, want, _ = baseline
+    low = FaceRenderer(copy.deepcopy(kp).to(torch.bfloat16), copy.deepcopy(gen).to(torch.bfloat16), mapping)
+    low.optimize()
+    assert low.dtype == torch.bfloat16
+    state = low.encode_source(image, inp.source_semantics)
+    assert state.kp_source.dtype == torch.float32
+    frames = low.render(state, inp.target_semantics[:1], batch_size=1, out_device=None)
+    assert frames.dtype == torch.float32 and frames.shape == (1, 3, SIZE, SIZE)
+    assert (frames - want[:1]).abs().mean().item() < 0.02
+
+
+def test_source_validation(fused, inputs):
+    image, inp = inputs
+    with pytest.raises(ValueError, match="multiple of 128"):
+        fused.encode_source(image[..., :100, :100], inp.source_semantics)
+    with pytest.raises(ValueError, match=r"\(1, 3, S, S\)"):
+        fused.encode_source(image.repeat(2, 1, 1, 1), inp.source_semantics)
+
+
+def test_camera_override_replaces_predicted_angles():
+    """An override replaces the predicted angle; identity pose leaves keypoints at K + (0, t_y, 0) + exp."""
+    k = torch.randn(1, 15, 3)
+    logits = torch.randn(3, 66)
+    motion = {"yaw": logits, "pitch": logits, "roll": logits,
+              "t": torch.tensor([[5.0, 0.25, -3.0]]).repeat(3, 1), "exp": torch.zeros(3, 45)}
+    zero = torch.zeros(3)
+    out = transform_keypoints(k, motion, yaw=zero, pitch=zero, roll=zero)
+    expected = k + torch.tensor([0.0, 0.25, 0.0])
+    assert torch.allclose(out, expected.expand(3, -1, -1), atol=1e-6)
+    rot = rotation_matrix(torch.tensor([90.0]), torch.tensor([0.0]), torch.tensor([0.0]))
+    angle = torch.tensor(90.0 / 180 * 3.14)
+    assert torch.allclose(rot[0, 0, 2], torch.sin(angle))
