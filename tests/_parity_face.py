@@ -15,12 +15,14 @@ def check_face_crop(path: Path) -> None:
     """Every case of a ``face_crop.json`` (images in ``../media`` relative to its folder)."""
     cases = json.loads(path.read_text())["cases"]
     assert cases, f"{path} holds no cases"
-    media = path.parent.parent / "media"
+    # The README puts images in ../media of the case folder; the shared set keeps them two up.
+    media_dirs = [path.parent.parent / "media", path.parent.parent.parent / "media"]
     for name, case in cases.items():
         h0, w0 = case["image_hw"]
-        image = media / case["image"]
-        if image.exists():  # the recorded size must be the image's real size
-            assert Image.open(image).size == (w0, h0), f"{name}: image size differs from image_hw"
+        for image in (d / case["image"] for d in media_dirs):
+            if image.exists():  # the recorded size must be the image's real size
+                assert Image.open(image).size == (w0, h0), f"{name}: {image} size differs from image_hw"
+                break
         geom = crop_geometry(np.asarray(case["lm68"], dtype=np.float32), (w0, h0))
         assert list(geom.rsize) == list(case["rsize"]), f"{name}: rsize {geom.rsize} != {case['rsize']}"
         assert list(geom.crop) == list(case["crop"]), f"{name}: crop {geom.crop} != {case['crop']}"
