@@ -352,6 +352,14 @@ def main(argv: list[str] | None = None) -> int:
         if "SadTalkerRender" not in object_info:
             log.error("the pack did not load:\n%s", server.log_tail(120))
             return 1
+        scripts = [u for u in server.get("/extensions") if f"/{PACK_DIR_NAME}/" in u]
+        log.info("front-end extension files served: %s", ", ".join(scripts) or "NONE")
+        if not any(u.endswith("/sadtalker.js") for u in scripts):
+            failures["web extension"] = ["web/sadtalker.js is not served under /extensions"]
+        else:
+            with urllib.request.urlopen(server.url + scripts[0], timeout=30) as response:
+                if b"registerExtension" not in response.read():
+                    failures["web extension"] = [f"{scripts[0]} does not look like the extension"]
         for path in workflows:
             log.info("running %s", path.name)
             try:
@@ -376,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(base, ignore_errors=True)
     if failures:
-        log.error("%d of %d workflows failed", len(failures), len(workflows))
+        log.error("failed: %s", ", ".join(failures))
         return 1
     log.info("all %d workflows passed", len(workflows))
     return 0
