@@ -411,9 +411,6 @@ def parse_angles(text: str | Sequence[float] | None, what: str = "angles") -> li
         raise ValueError(f"The {what} path must be numbers in degrees separated by commas, like 0,20,-10; got {text!r}.") from None
     if not all(math.isfinite(v) for v in values):
         raise ValueError(f"The {what} path contains a non-finite number: {text!r}.")
-    if any(a == b for a, b in zip(values, values[1:])):
-        raise ValueError(f"The {what} path {text!r} repeats a value in a row; each step must change the angle "
-                         "(use a single number for a constant angle).")
     return values
 
 
@@ -462,8 +459,6 @@ def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficient
     if t < 1:
         raise ValueError("The coefficients have no frames.")
     yaw, pitch, roll = (parse_angles(v, n) for v, n in ((yaw, "yaw"), (pitch, "pitch"), (roll, "roll")))
-    if t == 1 and any(v is not None and len(v) > 1 for v in (yaw, pitch, roll)):
-        raise ValueError("A yaw/pitch/roll path needs at least two frames; give a single angle for one frame.")
     still = coeffs.still if still is None else bool(still)
     inputs = build_render_inputs(face.coeff_3dmm, coeffs.coeffs, face.preprocess, still, float(expression_scale),
                                  yaw=yaw, pitch=pitch, roll=roll)
