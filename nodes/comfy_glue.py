@@ -153,3 +153,12 @@ def check_interrupted() -> None:
     import comfy.model_management as mm
 
     mm.throw_exception_if_processing_interrupted()
+
+
+def release_cache() -> None:
+    """Give cached GPU blocks back after a render (ComfyUI's soft_empty_cache)."""
+    import comfy.model_management as mm
+
+    empty = getattr(mm, "soft_empty_cache", None)
+    if empty is not None:
+        empty()

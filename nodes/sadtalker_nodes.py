@@ -339,9 +339,12 @@ class SadTalkerRender:
         comfy_glue.check_interrupted()
         models = handle.ensure_loaded()
         progress = comfy_glue.progress_callback(coeffs.num_frames)
-        batches = list(pipeline.render_frames(
-            models, source, coeffs, expression_scale=float(expression_scale), batch_size=int(batch_size),
-            yaw=yaw, pitch=pitch, roll=roll, paste_back=bool(paste_back), progress=progress))
+        try:
+            batches = list(pipeline.render_frames(
+                models, source, coeffs, expression_scale=float(expression_scale), batch_size=int(batch_size),
+                yaw=yaw, pitch=pitch, roll=roll, paste_back=bool(paste_back), progress=progress))
+        finally:
+            comfy_glue.release_cache()
         frames = np.concatenate(batches, axis=0)
         audio = pipeline.trimmed_audio(coeffs, frames.shape[0])
         if audio is None:

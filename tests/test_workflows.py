@@ -98,3 +98,18 @@ def test_workflow_converts_to_a_complete_api_prompt(path, object_info):
     # the render node's fps and audio drive Create Video
     assert create["inputs"]["fps"] == [render_id, 2]
     assert create["inputs"]["audio"] == [render_id, 1]
+
+
+def test_web_extension_is_valid_javascript(tmp_path):
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node.js is not installed; cannot syntax-check web/sadtalker.js")
+    module = tmp_path / "sadtalker.mjs"
+    module.write_text((REPO / "web" / "sadtalker.js").read_text())
+    proc = subprocess.run([node, "--check", str(module)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text = module.read_text()
+    assert "registerExtension" in text and "sadtalker_curves" in text and "sadtalker_video" in text
