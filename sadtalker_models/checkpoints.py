@@ -65,12 +65,13 @@ OFFICIAL_FILES: dict[str, OfficialFile] = {
 }
 
 #: Sub-model prefix in the safetensors file -> (module path, class name).
+#: Module paths are relative to this package, which ComfyUI imports under the pack's folder name.
 SUBMODELS: dict[str, tuple[str, str]] = {
-    "face_3drecon": ("sadtalker_models.networks.recon_net", "ReconNet"),
-    "audio2exp": ("sadtalker_models.networks.expnet", "ExpNet"),
-    "audio2pose": ("sadtalker_models.networks.pose_vae", "PoseVAE"),
-    "kp_extractor": ("sadtalker_models.networks.keypoint_detector", "KPDetector"),
-    "generator": ("sadtalker_models.networks.spade_generator", "OcclusionAwareSPADEGenerator"),
+    "face_3drecon": (".networks.recon_net", "ReconNet"),
+    "audio2exp": (".networks.expnet", "ExpNet"),
+    "audio2pose": (".networks.pose_vae", "PoseVAE"),
+    "kp_extractor": (".networks.keypoint_detector", "KPDetector"),
+    "generator": (".networks.spade_generator", "OcclusionAwareSPADEGenerator"),
 }
 
 #: MappingNet input channels per mapping file.
@@ -209,7 +210,7 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path
 
 def _build(prefix: str) -> nn.Module:
     module_path, class_name = SUBMODELS[prefix]
-    return getattr(importlib.import_module(module_path), class_name)()
+    return getattr(importlib.import_module(module_path, __package__), class_name)()
 
 
 def load_sadtalker(
@@ -280,7 +281,7 @@ def load_mapping(
     The number of input coefficients (70 or 73) is read from the file; for the two official
     names it must be the one that name stands for.
     """
-    from sadtalker_models.networks.mapping_net import MappingNet
+    from .networks.mapping_net import MappingNet
 
     path = Path(path)
     _check_exists(path)
