@@ -157,17 +157,18 @@ class FaceRenderer:
     def optimize(self, fuse: bool = True, compile: bool = False) -> FaceRenderer:
         """Speed-ups that keep float32 output within the parity tolerance; returns `self`.
 
-        * `fuse`: fold eval BatchNorm and spectral norm into plain conv weights and merge the
-          SPADE convs that share an input (`fuse_for_inference()` of each network). The state
-          dicts are unchanged; loading a state dict afterwards drops the fused weights.
+        * `fuse`: run the SPADE decoder with merged convolutions (`fuse_for_inference()` of the
+          generator): the `mlp_shared` convs of a block as one conv, evaluated at the segmap's
+          resolution on up-sampled blocks; gamma/beta as one conv. Nothing is copied, the
+          state dicts are unchanged. The networks are shared objects: this switches them for
+          every renderer that uses them.
         * `compile`: wrap the SPADE decoder in `torch.compile`; if compiling fails (no compiler,
           unsupported backend) the first call logs a warning and the eager decoder is used.
         """
-        for net in (self.kp_detector, self.generator):
-            if fuse:
-                net.fuse_for_inference()
-            else:
-                net.unfuse()
+        if fuse:
+            self.generator.fuse_for_inference()
+        else:
+            self.generator.unfuse()
         self._compiled_decoder = _CompiledOrEager(self.generator.decoder) if compile else None
         return self
 

@@ -1,8 +1,8 @@
 """Renderer parity (spec §11-§13): keypoints and frames of every ``facerender_*`` case.
 
 Called by ``tests/test_parity.py`` with the case, the networks loaded through the real loader and
-the MappingNet of the case's preprocess mode. The renderer runs the way users run it (fused
-weights, source encoded once, frames in batches of 2); the networks' own forward passes are
+the MappingNet of the case's preprocess mode. The renderer runs the way users run it (merged
+SPADE convolutions, source encoded once, frames in batches of 2); the networks' own forward passes are
 checked for the canonical keypoints. Tolerances are those of ``../shared/parity/README.md``.
 """
 
@@ -31,10 +31,6 @@ def _check_keypoints(label: str, got: torch.Tensor, want: torch.Tensor) -> None:
     logger.info("%s max abs error %.3g", label, err)
 
 
-def _is_fused(models) -> bool:
-    return models.generator.decoder.up_1.shared_weight is not None
-
-
 def check_render(case, models, mapping) -> None:
     """Keypoints (canonical, source, driving) and frames of one ``facerender_*`` case."""
     t = case.tensors
@@ -60,7 +56,7 @@ def check_render(case, models, mapping) -> None:
         assert (getattr(inputs, name) is None) == (meta.get(key) is None), (
             f"{case.name}: camera setting {key} and tensor {name}_c_seq disagree")
 
-    was_fused = _is_fused(models)
+    was_fused = models.generator.is_fused
     renderer = FaceRenderer(models.kp_detector, models.generator, mapping).optimize(fuse=True)
     try:
         state = renderer.encode_source(source_image, inputs.source_semantics)
@@ -73,7 +69,6 @@ def check_render(case, models, mapping) -> None:
         frames = renderer.render(state, inputs, batch_size=2, progress=lambda d, n: calls.append((d, n)))
     finally:
         if not was_fused:
-            models.kp_detector.unfuse()
             models.generator.unfuse()
 
     want = t["frames"]

@@ -22,15 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .render_blocks import (
-    DownBlock3d,
-    FusableConvNorm,
-    UpBlock3d,
-    batch_norm_eval,
-    fold_batch_norm,
-    make_coordinate_grid,
-    set_fused,
-)
+from .render_blocks import ConvNorm, DownBlock3d, UpBlock3d, batch_norm_eval, make_coordinate_grid
 
 __all__ = ["DenseMotionNetwork", "DenseMotionSource", "DenseMotion", "sample_volume"]
 
@@ -118,7 +110,7 @@ class HourglassEncoder(nn.Module):
         return outs
 
 
-class HourglassDecoder(FusableConvNorm):
+class HourglassDecoder(ConvNorm):
     """Five UpBlock3d with skip concatenation, then conv3x3x3 -> BN3d -> ReLU (112 channels)."""
 
     def __init__(self, in_features: int) -> None:
@@ -132,7 +124,6 @@ class HourglassDecoder(FusableConvNorm):
         self.out_filters = _BLOCK_EXPANSION + in_features
         self.conv = nn.Conv3d(self.out_filters, self.out_filters, kernel_size=3, padding=1)
         self.norm = nn.BatchNorm3d(self.out_filters, affine=True)
-        self._init_fusion()
 
     def forward(self, skips: list[torch.Tensor]) -> torch.Tensor:
         skips = list(skips)
@@ -166,33 +157,10 @@ class DenseMotionNetwork(nn.Module):
         self.compress = nn.Conv3d(_FEATURE_CHANNELS, _COMPRESS, kernel_size=1)
         self.norm = nn.BatchNorm3d(_COMPRESS, affine=True)
         self.occlusion = nn.Conv2d(out_filters * 16, 1, kernel_size=7, padding=3)
-        self.register_buffer("fused_weight", None, persistent=False)
-        self.register_buffer("fused_bias", None, persistent=False)
-
-    def fuse_for_inference(self) -> None:
-        """Fold every eval BatchNorm into the preceding conv (state dict unchanged)."""
-        set_fused(self, True)
-        self.fused_weight, self.fused_bias = fold_batch_norm(
-            self.compress.weight.detach(), self.compress.bias.detach(), self.norm)
-
-    def unfuse(self) -> None:
-        """Undo `fuse_for_inference()`."""
-        set_fused(self, False)
-        self.fused_weight = None
-        self.fused_bias = None
-
-    def _load_from_state_dict(self, *args, **kwargs):  # noqa: D401 - torch hook
-        self.fused_weight = None
-        self.fused_bias = None
-        super()._load_from_state_dict(*args, **kwargs)
 
     def compress_volume(self, feature: torch.Tensor) -> torch.Tensor:
         """`ReLU(BN(conv1x1x1(V)))`: `(N, 32, D, H, W) -> (N, 4, D, H, W)` in the module dtype."""
-        if self.fused_weight is not None:
-            out = self.compress._conv_forward(feature, self.fused_weight, self.fused_bias)
-        else:
-            out = batch_norm_eval(self.compress(feature), self.norm)
-        return F.relu(out)
+        return F.relu(batch_norm_eval(self.compress(feature), self.norm))
 
     def prepare_source(self, feature: torch.Tensor, kp_source: torch.Tensor) -> DenseMotionSource:
         """Source-only part: compress the volume, identity grid, background sampling, source Gaussians.

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .render_blocks import DownBlock2d, UpBlock3d, make_coordinate_grid, set_fused
+from .render_blocks import DownBlock2d, UpBlock3d, make_coordinate_grid
 
 __all__ = ["KPDetector", "AntiAliasDownsample", "KPHourglass"]
 
@@ -92,14 +92,6 @@ class KPDetector(nn.Module):
         self.predictor = KPHourglass()
         self.kp = nn.Conv3d(_BLOCK_EXPANSION, _NUM_KP, kernel_size=3, padding=1)
         self.down = AntiAliasDownsample(3, _SCALE)
-
-    def fuse_for_inference(self) -> None:
-        """Fold every eval BatchNorm into its conv (state dict unchanged)."""
-        set_fused(self, True)
-
-    def unfuse(self) -> None:
-        """Undo `fuse_for_inference()`."""
-        set_fused(self, False)
 
     def heatmap_logits(self, image: torch.Tensor) -> torch.Tensor:
         """Keypoint logits `(N, 15, 16, S/4, S/4)` (before the temperature softmax)."""
