@@ -21,15 +21,12 @@ LANDMARK_BACKENDS = ("auto", "dlib", "face_alignment")
 def _library():
     """``sadtalker_models.enhance`` and ``sadtalker_models.face.landmarks``, imported on first use.
 
-    Inside ComfyUI the pack is a package, so the library is a sibling package (relative import);
-    from the repository root (tests, scripts) it is the top-level ``sadtalker_models``.
+    The pack is always imported as a package (by ComfyUI, and by the tests the same way), so the
+    library is reached relative to it.
     """
-    if __package__ and "." in __package__:  # <pack>.nodes
-        from ..sadtalker_models import enhance
-        from ..sadtalker_models.face import landmarks
-    else:
-        from sadtalker_models import enhance
-        from sadtalker_models.face import landmarks
+    from ..sadtalker_models import enhance
+    from ..sadtalker_models.face import landmarks
+
     return enhance, landmarks
 
 

@@ -482,16 +482,18 @@ def _stub_comfy(monkeypatch, folder: Path, interrupted: list[bool]) -> list[tupl
 def test_nodes_run_with_stubbed_comfy(monkeypatch, tmp_path, art_face, detector):
     if detector is None:
         pytest.skip("the dlib landmark backend is not available")
-    import importlib.util
+    import importlib
 
-    spec = importlib.util.spec_from_file_location("sadtalker_enhance_nodes_under_test", REPO / "nodes" / "enhance_nodes.py")
-    nodes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(nodes)
+    from test_nodes import load_pack
+
+    load_pack()
+    nodes = importlib.import_module("comfyui_sadtalker_under_test.nodes.enhance_nodes")
     interrupted = [False]
     updates = _stub_comfy(monkeypatch, tmp_path, interrupted)
 
     loader = nodes.SadTalkerFaceRestoreModelLoader()
-    with pytest.raises(FaceRestorerError, match="facerestore_models"):
+    # the pack's own copy of FaceRestorerError (a ValueError), imported under the pack's name
+    with pytest.raises(ValueError, match="facerestore_models"):
         loader.load("GFPGANv1.4.pth")
 
     image, _ = art_face
