@@ -237,7 +237,7 @@ def time_other_stages(seed: int, device: torch.device) -> list[str]:
 
         def net(prefix: str) -> torch.nn.Module:
             module_path, class_name = SUBMODELS[prefix]
-            cls = getattr(importlib.import_module(module_path), class_name)
+            cls = getattr(importlib.import_module(module_path, "sadtalker_models"), class_name)
             return build(cls(), stand_in_state(prefix, seed)).to(device)
 
         wav_path = SHARED / "media" / "speech_en_16k_3s.wav"
@@ -265,7 +265,7 @@ def time_other_stages(seed: int, device: torch.device) -> list[str]:
         from sadtalker_models.face3dmm import extract_coeff_3dmm
 
         module_path, class_name = SUBMODELS["face_3drecon"]
-        recon = build(getattr(importlib.import_module(module_path), class_name)(),
+        recon = build(getattr(importlib.import_module(module_path, "sadtalker_models"), class_name)(),
                       stand_in_state("face_3drecon", seed)).to(device)
         case = load_file(str(PARITY / "cases" / "extract_3dmm.safetensors"))
         image, lm68 = case["image"].numpy(), case["lm68"].numpy()
@@ -286,7 +286,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--frames", type=int, default=None, help="frames per run (default 4 on CPU, 100 on CUDA)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--batch", type=int, default=None, help="our batch size (default 4 on CPU, 16 on CUDA)")
+    parser.add_argument("--batch", type=int, default=None, help="our batch size (default 2 on CPU, 16 on CUDA)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration; the best counts")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -304,7 +304,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     frames = args.frames or (100 if cuda else 4)
-    batch = args.batch or (16 if cuda else 4)
+    batch = args.batch or (16 if cuda else 2)
     flat = args.flat_frames or ([250, 3000] if cuda else [8, 48])
     if cuda:
         torch.backends.cudnn.benchmark = True

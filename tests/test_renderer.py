@@ -87,11 +87,12 @@ def test_iter_frames_yields_batches_off_device(fused, inputs, baseline):
     _, inp = inputs
     state, want, _ = baseline
     sizes = []
-    for batch in fused.iter_frames(state, inp, batch_size=3, out_device="cpu"):
+    for batch in fused.iter_frames(state, inp, batch_size=1, out_device="cpu"):
         assert batch.device.type == "cpu" and batch.dtype == torch.float32
         sizes.append(batch.shape[0])
         break  # a consumer may stop early; nothing is left to clean up
-    assert sizes == [3]
+    assert sizes == [1]
+    assert (batch - want[:1]).abs().max().item() <= 1e-5
 
 
 def test_progress_exception_cancels(fused, inputs, baseline):
@@ -107,8 +108,8 @@ def test_progress_exception_cancels(fused, inputs, baseline):
         raise Cancelled
 
     with pytest.raises(Cancelled):
-        fused.render(state, inp, batch_size=2, progress=progress)
-    assert seen == [2]
+        fused.render(state, inp, batch_size=1, progress=progress)
+    assert seen == [1]
 
 
 def test_fused_matches_unfused_and_module_forward(nets, inputs, baseline):
