@@ -130,6 +130,20 @@ def parity_models(stand_in_weights) -> Callable[[int], LoadedModels]:
     return get
 
 
+@pytest.fixture(scope="session")
+def recon(parity_models):
+    """ReconNet with the seed-0 stand-in weights, loaded through the real loader."""
+    return parity_models(0).nets.recon
+
+
+@pytest.fixture(scope="session")
+def detector():
+    """The offline dlib landmark backend."""
+    from sadtalker_models.face.landmarks import make_landmark_detector
+
+    return make_landmark_detector("dlib")
+
+
 @dataclass
 class ParityCase:
     """One ``*.safetensors`` parity case: metadata (JSON-decoded) and tensors (read on first use)."""

@@ -3,34 +3,16 @@ ReconNet), for every mode and the bad inputs."""
 
 from __future__ import annotations
 
-import json
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from conftest import MEDIA, SADTALKER_MANIFEST, _load_make_weights
+from conftest import MEDIA
 from sadtalker_models.face.crop import MODES, crop_face
 from sadtalker_models.face.landmarks import MIN_FACE_SIZE, make_landmark_detector
 from sadtalker_models.face.preprocess import FaceData, prepare_face
-
-
-@pytest.fixture(scope="module")
-def recon() -> torch.nn.Module:
-    """ReconNet with the seed-0 stand-in weights, loaded strictly (only the face_3drecon. part)."""
-    from sadtalker_models.checkpoints import load_strict
-    from sadtalker_models.networks.recon_net import ReconNet
-
-    head = "face_3drecon."
-    manifest = {k[len(head):]: v for k, v in json.loads(SADTALKER_MANIFEST.read_text()).items() if k.startswith(head)}
-    state = _load_make_weights().make_state_dict(manifest, 0)
-    return load_strict(ReconNet(), state, SADTALKER_MANIFEST, head)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return make_landmark_detector("dlib")
 
 
 def load_rgb(name: str) -> np.ndarray:

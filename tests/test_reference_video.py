@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import cv2
@@ -10,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MEDIA, SADTALKER_MANIFEST, _load_make_weights
-from sadtalker_models.face.landmarks import make_landmark_detector
+from conftest import MEDIA
+
 from sadtalker_models.face.reference_video import (
     REFERENCE_SIZE,
     iter_video_frames,
@@ -20,23 +19,6 @@ from sadtalker_models.face.reference_video import (
 )
 
 VIDEO = MEDIA / "ref_pose_blink_3s.mp4"
-
-
-@pytest.fixture(scope="module")
-def recon() -> torch.nn.Module:
-    """ReconNet with the seed-0 stand-in weights, loaded strictly (only the face_3drecon. part)."""
-    from sadtalker_models.checkpoints import load_strict
-    from sadtalker_models.networks.recon_net import ReconNet
-
-    head = "face_3drecon."
-    manifest = {k[len(head):]: v for k, v in json.loads(SADTALKER_MANIFEST.read_text()).items() if k.startswith(head)}
-    state = _load_make_weights().make_state_dict(manifest, 0)
-    return load_strict(ReconNet(), state, SADTALKER_MANIFEST, head)
-
-
-@pytest.fixture(scope="module")
-def detector():
-    return make_landmark_detector("dlib")
 
 
 @pytest.fixture(scope="module")
