@@ -14,9 +14,9 @@ The work is split so that a renderer can encode the source once per clip:
 parameters at each call (so there is no second copy of any weight and the state dict is
 untouched): the `mlp_shared` convs of a residual block, which read the same segmentation map, run
 as one conv; on an up-sampled block that conv runs at the segmap's own resolution with merged
-taps instead of on the nearest-up-sampled map (`upsampled_conv3x3`); each SPADE's gamma and beta
-convs run as one conv with the `1 +` folded into the gamma bias; and the instance normalisation of
-the block input is shared by `norm_0` and `norm_s`. `unfuse()` goes back to the reference
+taps instead of on the nearest-up-sampled map (`upsampled_conv3x3`); the `1 +` of each SPADE is
+folded into the gamma bias and the modulation accumulates in place; and the instance
+normalisation of the block input is shared by `norm_0` and `norm_s`. `unfuse()` goes back to the reference
 arithmetic. Results agree to float32 rounding.
 """
 from __future__ import annotations
@@ -54,44 +54,50 @@ def _phase_kind(phase: int, factor: int) -> str:
 
 
 def upsampled_conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                      size: tuple[int, int] | torch.Size) -> torch.Tensor:
+                      size: tuple[int, int] | torch.Size, relu: bool = False) -> torch.Tensor:
     """`conv3x3(nearest_resize(x, size), weight, bias, padding=1)` without building the resized input.
 
     With an integer factor `r = size / x.size`, output pixel `(r*i + a, r*j + b)` reads only the
     low-resolution samples `i-1..i+1`: the first phase `a = 0` reads `(i-1, i)`, the last phase
     `a = r-1` reads `(i, i+1)` and the inner phases read `i` alone. Merging the taps that fall on
     the same sample gives small kernels (2x2, 2x1, 1x1) applied at low resolution: 2.25x fewer
-    multiply-adds for r = 2 and 5.8x fewer for r = 4 (the inner phases share one result).
-    Falls back to the plain computation for non-integer factors or r = 1.
+    multiply-adds for r = 2 and 5.8x fewer for r = 4 (the inner phases share one result). Each
+    low-resolution result is written into its phases of the output as soon as it is computed.
+    Falls back to the plain computation for non-integer factors.
 
     Args:
-        x: `(N, Cin, h, w)`; weight `(Cout, Cin, 3, 3)`; bias `(Cout,)` or None; size `(H, W)`.
+        x: `(N, Cin, h, w)`; weight `(Cout, Cin, 3, 3)`; bias `(Cout,)` or None; size `(H, W)`;
+        relu: apply a ReLU to the result.
     Returns:
         `(N, Cout, H, W)`.
     """
     h, w = x.shape[2:]
     big_h, big_w = int(size[0]), int(size[1])
     if big_h % h or big_w % w or big_h // h != big_w // w or big_h == h:
-        up = F.interpolate(x, size=(big_h, big_w), mode="nearest")
-        return F.conv2d(up, weight, bias, padding=1)
+        if (big_h, big_w) != (h, w):
+            x = F.interpolate(x, size=(big_h, big_w), mode="nearest")
+        out = F.conv2d(x, weight, bias, padding=1)
+        return out.relu_() if relu else out
     r = big_h // h
-    kinds = ["L", "R"] if r == 2 else ["L", "C", "R"]
+    phases: dict[str, list[int]] = {}
+    for a in range(r):
+        phases.setdefault(_phase_kind(a, r), []).append(a)
     w32 = weight.float()
-    results: dict[tuple[str, str], torch.Tensor] = {}
-    for ky in kinds:
+    n = x.shape[0]
+    out = x.new_empty((n, weight.shape[0], h, r, w, r))
+    for ky, rows in phases.items():
         ay = torch.tensor(_TAP_GROUPS[ky], dtype=torch.float32, device=weight.device)
-        for kx in kinds:
+        for kx, cols in phases.items():
             ax = torch.tensor(_TAP_GROUPS[kx], dtype=torch.float32, device=weight.device)
             kernel = torch.einsum("pi,ocij,qj->ocpq", ay, w32, ax).to(weight.dtype)
-            padded = F.pad(x, (*_TAP_PAD[kx], *_TAP_PAD[ky]))
-            results[(ky, kx)] = F.conv2d(padded, kernel, bias)
-    rows = []
-    for a in range(r):
-        ka = _phase_kind(a, r)
-        rows.append(torch.stack([results[(ka, _phase_kind(b, r))] for b in range(r)], dim=-1))
-    out = torch.stack(rows, dim=3)  # (N, Cout, h, r, w, r)
-    n, c = out.shape[:2]
-    return out.view(n, c, big_h, big_w)
+            res = F.conv2d(F.pad(x, (*_TAP_PAD[kx], *_TAP_PAD[ky])), kernel, bias)
+            if relu:
+                res.relu_()
+            for a in rows:
+                for b in cols:
+                    out[:, :, :, a, :, b] = res
+            del res
+    return out.view(n, weight.shape[0], big_h, big_w)
 
 
 class SPADE(nn.Module):
@@ -112,16 +118,14 @@ class SPADE(nn.Module):
         """Normalise `x` `(N, c, h, w)` and modulate it with the hidden map `actv` `(N, 128, h, w)`.
 
         `normalized`, when given, is `x`'s instance normalisation computed by the caller; `merged`
-        runs gamma and beta as one conv producing `(1 + gamma, beta)`.
+        folds the `1 +` into the gamma bias and accumulates into beta in place (less memory).
         """
         if normalized is None:
             normalized = F.instance_norm(x, eps=1e-5)
         if merged:
-            gamma, beta = self.mlp_gamma, self.mlp_beta
-            weight = torch.cat([gamma.weight, beta.weight])
-            bias = torch.cat([(gamma.bias.float() + 1.0).to(gamma.bias.dtype), beta.bias])
-            gb = F.conv2d(actv, weight, bias, padding=1)
-            return torch.addcmul(gb[:, self.norm_nc:], normalized, gb[:, : self.norm_nc])
+            gamma = self.mlp_gamma
+            gamma1 = F.conv2d(actv, gamma.weight, (gamma.bias.float() + 1.0).to(gamma.bias.dtype), padding=1)
+            return self.mlp_beta(actv).addcmul_(normalized, gamma1)
         return normalized * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
 
     def forward(self, x: torch.Tensor, segmap: torch.Tensor) -> torch.Tensor:
@@ -168,17 +172,26 @@ class SPADEResnetBlock(nn.Module):
             dx = self.conv_0(F.leaky_relu(self.norm_0(x, seg), 0.2))
             dx = self.conv_1(F.leaky_relu(self.norm_1(dx, seg), 0.2))
             return x_s + dx
-        convs = [n.mlp_shared[0] for n in self._norms()]
-        weight = torch.cat([c.weight for c in convs])
-        bias = torch.cat([c.bias for c in convs])
-        actv = upsampled_conv3x3(seg, weight, bias, x.shape[2:]).relu_()
-        a = actv.split(_HIDDEN, dim=1)
+        # the hidden maps of norm_0 (and norm_s) first; norm_1's only when it is needed
+        first = [self.norm_0] + ([self.norm_s] if self.learned_shortcut else [])
+        a = self._hidden(first, seg, x.shape[2:]).split(_HIDDEN, dim=1)
         x_hat = F.instance_norm(x, eps=1e-5)  # shared by norm_0 and norm_s
-        x_s = self.conv_s(self.norm_s.modulate(x, a[2], x_hat, merged=True)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.norm_0.modulate(x, a[0], x_hat, merged=True), 0.2, inplace=True))
-        del x_hat
-        dx = self.conv_1(F.leaky_relu(self.norm_1.modulate(dx, a[1], merged=True), 0.2, inplace=True))
-        return x_s + dx
+        x_s = self.conv_s(self.norm_s.modulate(x, a[1], x_hat, merged=True)) if self.learned_shortcut else x
+        h = F.leaky_relu(self.norm_0.modulate(x, a[0], x_hat, merged=True), 0.2, inplace=True)
+        del x_hat, a  # free them before the convolution (peak memory)
+        dx = self.conv_0(h)
+        del h
+        h = self._hidden([self.norm_1], seg, dx.shape[2:])
+        h = F.leaky_relu(self.norm_1.modulate(dx, h, merged=True), 0.2, inplace=True)
+        return x_s + self.conv_1(h)
+
+    @staticmethod
+    def _hidden(norms: list[SPADE], seg: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """ReLU(mlp_shared(seg resized to `size`)) of several SPADEs as one conv: `(N, 128 * len, *size)`."""
+        convs = [n.mlp_shared[0] for n in norms]
+        weight = convs[0].weight if len(convs) == 1 else torch.cat([c.weight for c in convs])
+        bias = convs[0].bias if len(convs) == 1 else torch.cat([c.bias for c in convs])
+        return upsampled_conv3x3(seg, weight, bias, size, relu=True)
 
 
 class SPADEDecoder(nn.Module):
