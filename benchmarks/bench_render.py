@@ -223,6 +223,15 @@ def low_precision_nets(nets: Nets, dtype: torch.dtype) -> Nets:
 
 
 # ----------------------------------------------------------------------------- other stages
+def stage_net(prefix: str, seed: int, device: torch.device) -> torch.nn.Module:
+    """A network of the checkpoint's table (`checkpoints.SUBMODELS`) with stand-in weights."""
+    from sadtalker_models.checkpoints import SUBMODELS
+
+    module_path, class_name = SUBMODELS[prefix]
+    cls = getattr(importlib.import_module(module_path, "sadtalker_models"), class_name)
+    return build(cls(), stand_in_state(prefix, seed)).to(device)
+
+
 def time_other_stages(seed: int, device: torch.device) -> list[str]:
     """Audio -> coefficients and face (3DMM) stages, skipped when their modules are missing."""
     lines = []
@@ -232,20 +241,14 @@ def time_other_stages(seed: int, device: torch.device) -> list[str]:
         import numpy as np
 
         from sadtalker_models.audio import audio_to_mel_windows
-        from sadtalker_models.checkpoints import SUBMODELS
         from sadtalker_models.coefficients import audio_to_coefficients
-
-        def net(prefix: str) -> torch.nn.Module:
-            module_path, class_name = SUBMODELS[prefix]
-            cls = getattr(importlib.import_module(module_path, "sadtalker_models"), class_name)
-            return build(cls(), stand_in_state(prefix, seed)).to(device)
 
         wav_path = SHARED / "media" / "speech_en_16k_3s.wav"
         with wave.open(str(wav_path)) as fh:
             rate = fh.getframerate()
             pcm = np.frombuffer(fh.readframes(fh.getnframes()), dtype=np.int16).astype(np.float32) / 32768.0
             pcm = pcm.reshape(-1, fh.getnchannels()).T
-        expnet, posevae = net("audio2exp"), net("audio2pose")
+        expnet, posevae = stage_net("audio2exp", seed, device), stage_net("audio2pose", seed, device)
         t0 = time.perf_counter()
         mels = audio_to_mel_windows(pcm, rate)
         t1 = time.perf_counter()
@@ -261,12 +264,9 @@ def time_other_stages(seed: int, device: torch.device) -> list[str]:
     try:
         from safetensors.torch import load_file
 
-        from sadtalker_models.checkpoints import SUBMODELS
         from sadtalker_models.face3dmm import extract_coeff_3dmm
 
-        module_path, class_name = SUBMODELS["face_3drecon"]
-        recon = build(getattr(importlib.import_module(module_path, "sadtalker_models"), class_name)(),
-                      stand_in_state("face_3drecon", seed)).to(device)
+        recon = stage_net("face_3drecon", seed, device)
         case = load_file(str(PARITY / "cases" / "extract_3dmm.safetensors"))
         image, lm68 = case["image"].numpy(), case["lm68"].numpy()
         with torch.inference_mode():
@@ -333,7 +333,7 @@ def main() -> None:
             warm(lambda: baseline_render(plain, image, src, tgt[:2]))
             results.append(measure("baseline (original)", size, frames, device, args.repeats,
                                    lambda: baseline_render(plain, image, src, tgt)))
-            del plain
+            plain = None
 
         fused = FaceRenderer(copy.deepcopy(base.kp), copy.deepcopy(base.gen), base.mapping).optimize()
         warm(lambda: ours_render(fused, image, src, tgt[:batch], batch))
@@ -345,7 +345,7 @@ def main() -> None:
             warm(lambda: ours_render(fused, image, src, tgt[:batch], batch))
             results.append(measure("ours fp32 compiled", size, frames, device, args.repeats,
                                    lambda: ours_render(fused, image, src, tgt, batch)))
-        del fused
+        fused = None  # free its copy of the networks
         for dtype in low_dtypes:
             low = low_precision_nets(base, dtype)
             renderer = FaceRenderer(low.kp, low.gen, low.mapping).optimize()

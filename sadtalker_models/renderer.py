@@ -159,8 +159,9 @@ class FaceRenderer:
 
         * `fuse`: run the SPADE decoder with merged convolutions (`fuse_for_inference()` of the
           generator): the `mlp_shared` convs of a block as one conv, evaluated at the segmap's
-          resolution on up-sampled blocks; gamma/beta as one conv. Nothing is copied, the
-          state dicts are unchanged. The networks are shared objects: this switches them for
+          resolution on up-sampled blocks; the `1 + gamma` folded into the bias and the
+          modulation done in place; one instance norm shared by `norm_0` and `norm_s`. Nothing
+          is copied and the state dicts are unchanged. The networks are shared objects: this switches them for
           every renderer that uses them.
         * `compile`: wrap the SPADE decoder in `torch.compile`; if compiling fails (no compiler,
           unsupported backend) the first call logs a warning and the eager decoder is used.
@@ -191,7 +192,7 @@ class FaceRenderer:
                              f"{tuple(source_image.shape[-2:])}; resize it to 256 or 512")
         with torch.inference_mode():
             image = source_image.to(self.device, self.dtype)
-            kp_canonical = self.kp_detector(image.to(self._kp_dtype))
+            kp_canonical = self.kp_detector(source_image.to(self.device, self._kp_dtype))
             motion = self._mapping(source_semantics)
             kp_source = transform_keypoints(kp_canonical, motion)
             generator_state = self.generator.encode_source(image, kp_source)
