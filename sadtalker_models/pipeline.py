@@ -8,9 +8,10 @@
     for batch in render_frames(models, face, coeffs):      # (b, H, W, 3) uint8, batch by batch
         ...
 
-Precision: the coefficient networks (ReconNet, ExpNet, PoseVAE) always run in float32 (they are
-cheap and their outputs feed everything else); the renderer (keypoint detector, generator,
-mapping nets), which is where the time goes, runs in the chosen dtype.
+Precision: the coefficient networks (ReconNet, ExpNet, PoseVAE), the keypoint detector and the
+mapping nets always run in float32 (they are cheap, and their outputs set the head pose: full-mode
+coefficients reach ~130, where bf16/fp16 rounding would move the head); the generator, which is
+where the time goes, runs in the chosen dtype.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ class SadTalkerModels:
             if key not in self.container:
                 logger.info("Loading %s", name)
                 net = load_mapping(self.mapping_dir / name, device="cpu", dtype=torch.float32)
-                self.container[key] = net.to(device=self.device, dtype=self.dtype)
+                self.container[key] = net.to(device=self.device)  # float32: see the module docstring
                 if self.on_change is not None:
                     self.on_change()
             return self.container[key]
@@ -181,7 +182,7 @@ def load_models(checkpoint: str | os.PathLike, device: str | torch.device | None
         nets.recon.to(dev)
         nets.expnet.to(dev)
         nets.posevae.to(dev)
-        nets.kp_detector.to(device=dev, dtype=dtype)
+        nets.kp_detector.to(device=dev)
         nets.generator.to(device=dev, dtype=dtype)
         return SadTalkerModels(nets, checkpoint, mapping_dir, dev, dtype)
 
@@ -471,8 +472,8 @@ def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficient
         from .face.paste import paste_back as paste_frames
 
     with torch.inference_mode():
-        state = renderer.encode_source(source.to(device=device, dtype=models.dtype),
-                                       inputs.source_semantics.to(device=device, dtype=models.dtype))
+        # float32 in: the renderer casts to each network's own dtype
+        state = renderer.encode_source(source.to(device), inputs.source_semantics.to(device))
         for batch in renderer.iter_frames(state, inputs, batch_size=batch_size, progress=progress, out_device="cpu"):
             frames = frames_to_uint8(batch)
             if (out_w, out_h) != (frames.shape[2], frames.shape[1]):
