@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from scipy.signal import savgol_filter
 
+from .networks import device_and_dtype
+
 logger = logging.getLogger(__name__)
 
 BLINK_PULSE = (0.5, 0.9, 1.0, 0.9, 0.5)
@@ -154,11 +156,6 @@ def num_pose_chunks(num_frames: int) -> int:
     return -(-(max(int(num_frames), 1) - 1) // POSE_SEQ_LEN)
 
 
-def _net_place(net: torch.nn.Module, device, dtype) -> tuple[torch.device, torch.dtype]:
-    p = next(net.parameters())
-    return (torch.device(device) if device is not None else p.device), (dtype if dtype is not None else p.dtype)
-
-
 def run_expnet(
     expnet: torch.nn.Module,
     indiv_mels: torch.Tensor,
@@ -175,7 +172,7 @@ def run_expnet(
     Returns:
         ``(1, T, 64)`` float32 on the CPU.
     """
-    dev, dt = _net_place(expnet, device, dtype)
+    dev, dt = device_and_dtype(expnet, device, dtype)
     t = indiv_mels.shape[1]
     outs = []
     for i in range(0, t, EXP_CHUNK):
@@ -206,7 +203,7 @@ def run_posevae(
     Returns:
         ``pose = pose_ref + motion`` ``(1, T, 6)`` float32 on the CPU; frame 0 has zero motion.
     """
-    dev, dt = _net_place(posevae, device, dtype)
+    dev, dt = device_and_dtype(posevae, device, dtype)
     t = indiv_mels.shape[1]
     n_full, rem = divmod(t - 1, POSE_SEQ_LEN)
     ref_d = pose_ref.to(dev, dt)

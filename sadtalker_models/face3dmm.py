@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .networks import device_and_dtype
+
 logger = logging.getLogger(__name__)
 
 TARGET_SIZE = 224
@@ -182,11 +184,6 @@ def coeff_3dmm_from_full(full_coeff: torch.Tensor, trans_params: torch.Tensor | 
     return torch.cat([full[:, 80:144], full[:, 224:227], full[:, 254:257], tp[:, 2:5].float()], dim=1)
 
 
-def _net_device_dtype(net: torch.nn.Module, device, dtype) -> tuple[torch.device, torch.dtype]:
-    p = next(net.parameters())
-    return (torch.device(device) if device is not None else p.device), (dtype if dtype is not None else p.dtype)
-
-
 def extract_coeff_3dmm(
     recon: torch.nn.Module,
     image: np.ndarray,
@@ -224,7 +221,7 @@ def extract_coeff_3dmm_batch(
         raise ValueError("No frames to extract 3DMM coefficients from.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-    dev, dt = _net_device_dtype(recon, device, dtype)
+    dev, dt = device_and_dtype(recon, device, dtype)
     outs = []
     with torch.inference_mode():
         for i in range(0, len(alignments), batch_size):
