@@ -411,7 +411,7 @@ class SadTalkerSaveCoefficients:
         coeffs = _coeffs(coefficients)
         out_dir = folder_paths.get_output_directory()
         folder, base, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
-        name = f"{base}_{counter:05}.safetensors"
+        name = f"{base}_{counter:05}_.safetensors"  # the trailing "_" lets ComfyUI's counter see this file
         path = os.path.join(folder, name)
         save_coefficients(coeffs, path)
         logger.info("SadTalker: saved %d frames of coefficients to %s", coeffs.num_frames, path)

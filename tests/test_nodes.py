@@ -359,6 +359,15 @@ def test_save_and_load_coefficients_round_trip(nodes, coefficients, comfy_base):
     assert loaded.fps == 25.0 and loaded.still == coeffs.still
 
 
+def test_saving_twice_keeps_both_files(nodes, coefficients, comfy_base):
+    """ComfyUI's counter only sees names whose digits end in '_': a second save must not overwrite."""
+    coeffs = coefficients["result"][0]
+    save = nodes["SadTalkerSaveCoefficients"]().save
+    first = save(coeffs, "sadtalker/twice")["ui"]["sadtalker_files"][0]["filename"]
+    second = save(coeffs, "sadtalker/twice")["ui"]["sadtalker_files"][0]["filename"]
+    assert (first, second) == ("twice_00001_.safetensors", "twice_00002_.safetensors")
+
+
 def test_load_coefficients_rejects_other_files(nodes, comfy_base):
     import folder_paths
     from safetensors.torch import save_file

@@ -83,10 +83,14 @@ def get_save_image_path(filename_prefix: str, output_dir: str, image_width: int 
     filename = os.path.basename(os.path.normpath(filename_prefix))
     full_output_folder = os.path.join(output_dir, subfolder)
     os.makedirs(full_output_folder, exist_ok=True)
+    # parses names exactly as ComfyUI does: the digits must be followed by "_" to count
     counter = 1
-    existing = [f for f in os.listdir(full_output_folder) if f.startswith(filename + "_")]
-    for f in existing:
-        digits = f[len(filename) + 1:].split("_")[0].split(".")[0]
-        if digits.isdigit():
-            counter = max(counter, int(digits) + 1)
+    for f in os.listdir(full_output_folder):
+        if f[:len(filename) + 1] != filename + "_":
+            continue
+        try:
+            digits = int(f[len(filename) + 1:].split("_")[0])
+        except ValueError:
+            digits = 0
+        counter = max(counter, digits + 1)
     return full_output_folder, filename, counter, subfolder, filename_prefix
