@@ -15,6 +15,7 @@ const CURVES = [
 ];
 const PLOT_HEIGHT = 170;
 const VIDEO_HEIGHT = 260;
+const WIDGET_MARGIN = 10;
 
 function range(values) {
   let lo = Infinity;
@@ -30,12 +31,15 @@ function range(values) {
   return [lo, hi];
 }
 
+// Draws at the canvas's laid-out size; returns the legend's clickable spans ({key, x0, x1}).
+// Before ComfyUI has mounted the widget (size 0) it draws nothing: the ResizeObserver redraws later.
 function drawCurves(canvas, data, hidden) {
+  const width = canvas.clientWidth;
+  const height = canvas.clientHeight;
+  if (!data || width < 2 || height < 2) return [];
   const ratio = window.devicePixelRatio || 1;
-  const width = canvas.clientWidth || 300;
-  const height = canvas.clientHeight || PLOT_HEIGHT;
-  canvas.width = width * ratio;
-  canvas.height = height * ratio;
+  canvas.width = Math.round(width * ratio);
+  canvas.height = Math.round(height * ratio);
   const ctx = canvas.getContext("2d");
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   ctx.fillStyle = "#1b1b1b";
@@ -86,65 +90,88 @@ function drawCurves(canvas, data, hidden) {
   }
 
   ctx.font = "11px sans-serif";
+  const hits = [];
   let x = pad.l;
   for (const c of CURVES) {
     if (!data[c.key]) continue;
+    const textWidth = ctx.measureText(c.label).width;
     ctx.fillStyle = hidden.has(c.key) ? "#555" : c.color;
     ctx.fillText(c.label, x, 13);
-    c._hit = [x, x + ctx.measureText(c.label).width];
-    x += ctx.measureText(c.label).width + 10;
+    hits.push({ key: c.key, x0: x, x1: x + textWidth });
+    x += textWidth + 10;
   }
   ctx.fillStyle = "#999";
   ctx.fillText(`${frames} frames · ${(frames / fps).toFixed(2)} s`, pad.l, height - 3);
+  return hits;
 }
 
+// One DOM widget per node and name. ComfyUI sizes the element (width and height 100% of the widget
+// area, which is the widget's height minus its margin on each side), so ask for the content height
+// plus both margins and let the element fill whatever the node gives it.
 function ensureWidget(node, name, build, height) {
   node._sadtalker = node._sadtalker || {};
   if (node._sadtalker[name]) return node._sadtalker[name];
   const element = build();
+  element.style.width = "100%";
+  element.style.height = "100%";
+  element.style.display = "block";
+  element.style.boxSizing = "border-box";
   const widget = node.addDOMWidget(name, "sadtalker_" + name, element, {
     serialize: false,
     hideOnZoom: false,
-    getMinHeight: () => height,
-    getHeight: () => height,
+    margin: WIDGET_MARGIN,
+    getMinHeight: () => height + 2 * WIDGET_MARGIN,
   });
-  widget.computeSize = (width) => [width, height];
-  node._sadtalker[name] = { element, widget };
+  const entry = { element, widget };
+  node._sadtalker[name] = entry;
+  const onRemove = widget.onRemove;
+  widget.onRemove = function () {
+    entry.observer?.disconnect();
+    return onRemove?.apply(this, arguments);
+  };
   const size = node.computeSize();
   node.setSize([Math.max(node.size[0], size[0], 300), Math.max(node.size[1], size[1])]);
-  return node._sadtalker[name];
+  node.setDirtyCanvas?.(true, true);
+  return entry;
 }
 
 function showCurves(node, data) {
   if (!data) return;
-  const { element } = ensureWidget(
+  const entry = ensureWidget(
     node,
     "curves",
     () => {
       const canvas = document.createElement("canvas");
-      canvas.style.width = "100%";
-      canvas.style.height = PLOT_HEIGHT + "px";
       canvas.title = "Click a legend label to hide or show that curve";
       return canvas;
     },
     PLOT_HEIGHT,
   );
-  const hidden = node._sadtalker.hidden || new Set();
-  node._sadtalker.hidden = hidden;
-  node._sadtalker.curveData = data;
+  const state = node._sadtalker;
+  state.hidden = state.hidden || new Set();
+  state.curveData = data;
+  const element = entry.element;
+  const redraw = () => {
+    state.legendHits = drawCurves(element, state.curveData, state.hidden);
+  };
+  if (!entry.observer && typeof ResizeObserver !== "undefined") {
+    entry.observer = new ResizeObserver(() => redraw());
+    entry.observer.observe(element);
+  }
   element.onclick = (event) => {
     const rect = element.getBoundingClientRect();
-    const x = event.clientX - rect.left;
-    if (event.clientY - rect.top > 18) return;
-    for (const c of CURVES) {
-      if (c._hit && x >= c._hit[0] && x <= c._hit[1]) {
-        if (hidden.has(c.key)) hidden.delete(c.key);
-        else hidden.add(c.key);
-        drawCurves(element, node._sadtalker.curveData, hidden);
-      }
-    }
+    // the widget may be drawn scaled (canvas zoom): map back to the canvas's own pixels
+    const scale = rect.width / (element.clientWidth || rect.width || 1);
+    const x = (event.clientX - rect.left) / scale;
+    const y = (event.clientY - rect.top) / scale;
+    if (y > 18) return;
+    const hit = (state.legendHits || []).find((h) => x >= h.x0 && x <= h.x1);
+    if (!hit) return;
+    if (state.hidden.has(hit.key)) state.hidden.delete(hit.key);
+    else state.hidden.add(hit.key);
+    redraw();
   };
-  requestAnimationFrame(() => drawCurves(element, data, hidden));
+  requestAnimationFrame(redraw);
 }
 
 function showVideo(node, entry) {
@@ -156,8 +183,6 @@ function showVideo(node, entry) {
       const video = document.createElement("video");
       video.controls = true;
       video.loop = true;
-      video.style.width = "100%";
-      video.style.height = VIDEO_HEIGHT + "px";
       video.style.objectFit = "contain";
       video.style.background = "#000";
       return video;
