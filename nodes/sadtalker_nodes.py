@@ -330,7 +330,7 @@ class SadTalkerRender:
 
     def render(self, model, face, coefficients, expression_scale: float = 1.0, batch_size: int = 2,
                paste_back: bool = True, yaw: str = "", pitch: str = "", roll: str = ""):
-        import numpy as np
+        import torch
 
         handle = _model_handle(model)
         source = _face(face)
@@ -339,18 +339,26 @@ class SadTalkerRender:
         comfy_glue.check_interrupted()
         models = handle.ensure_loaded()
         progress = comfy_glue.progress_callback(coeffs.num_frames)
+        total = coeffs.num_frames
+        width, height = pipeline.output_size(source, paste_back=bool(paste_back))
+        # the IMAGE output is filled batch by batch: no list of batches, no concatenated copy
+        images = torch.empty((total, height, width, 3), dtype=torch.float32)
+        audio = pipeline.trimmed_audio(coeffs, total) or _silence(total, coeffs.fps)
+        preview = _Preview(audio, coeffs.fps)
+        done = 0
         try:
-            batches = list(pipeline.render_frames(
-                models, source, coeffs, expression_scale=float(expression_scale), batch_size=int(batch_size),
-                yaw=yaw, pitch=pitch, roll=roll, paste_back=bool(paste_back), progress=progress))
+            for batch in pipeline.render_frames(
+                    models, source, coeffs, expression_scale=float(expression_scale), batch_size=int(batch_size),
+                    yaw=yaw, pitch=pitch, roll=roll, paste_back=bool(paste_back), progress=progress):
+                images[done:done + len(batch)] = _to_image_tensor(batch)
+                preview.write(batch)
+                done += len(batch)
+        except BaseException:
+            preview.abort()
+            raise
         finally:
             comfy_glue.release_cache()
-        frames = np.concatenate(batches, axis=0)
-        audio = pipeline.trimmed_audio(coeffs, frames.shape[0])
-        if audio is None:
-            audio = _silence(frames.shape[0], coeffs.fps)
-        ui = _preview(frames, audio, coeffs.fps)
-        return {"ui": ui, "result": (_to_image_tensor(frames), audio, float(coeffs.fps))}
+        return {"ui": preview.close(), "result": (images, audio, float(coeffs.fps))}
 
 
 def _silence(num_frames: int, fps: float, sample_rate: int = 16000) -> dict:
@@ -359,26 +367,53 @@ def _silence(num_frames: int, fps: float, sample_rate: int = 16000) -> dict:
     return {"waveform": torch.zeros(1, 1, int(round(num_frames * sample_rate / fps))), "sample_rate": sample_rate}
 
 
-def _preview(frames, audio: dict, fps: float) -> dict:
-    """Write a small mp4 (with sound) to ComfyUI's temp folder for the node's preview widget."""
-    try:
-        import folder_paths
+class _Preview:
+    """A small mp4 (with sound) in ComfyUI's temp folder for the node's preview widget, written batch by
+    batch while rendering. The preview is a convenience: if it fails, rendering goes on without it."""
 
-        from ..sadtalker_models.video import Mp4Writer
+    def __init__(self, audio: dict, fps: float):
+        self.fps = fps
+        self.writer = None
+        try:
+            import folder_paths
 
-        temp = folder_paths.get_temp_directory()
-        subfolder = "sadtalker"
-        os.makedirs(os.path.join(temp, subfolder), exist_ok=True)
-        name = f"sadtalker_preview_{os.getpid()}_{_next_preview_id()}.mp4"
-        wave = audio["waveform"][0].detach().float().cpu().numpy()
-        with Mp4Writer(os.path.join(temp, subfolder, name), fps=fps, audio=wave,
-                       sample_rate=int(audio["sample_rate"])) as writer:
-            writer.write(frames)
-        return {"sadtalker_video": [{"filename": name, "subfolder": subfolder, "type": "temp",
-                                     "format": "video/mp4", "frame_rate": fps}]}
-    except Exception:  # noqa: BLE001 - the preview is a convenience; rendering already succeeded
-        logger.warning("SadTalker: could not write the preview video", exc_info=True)
-        return {}
+            from ..sadtalker_models.video import Mp4Writer
+
+            self.subfolder = "sadtalker"
+            temp = os.path.join(folder_paths.get_temp_directory(), self.subfolder)
+            os.makedirs(temp, exist_ok=True)
+            self.name = f"sadtalker_preview_{os.getpid()}_{_next_preview_id()}.mp4"
+            wave = audio["waveform"][0].detach().float().cpu().numpy()
+            self.writer = Mp4Writer(os.path.join(temp, self.name), fps=fps, audio=wave,
+                                    sample_rate=int(audio["sample_rate"]))
+        except Exception:  # noqa: BLE001
+            logger.warning("SadTalker: could not start the preview video", exc_info=True)
+
+    def write(self, frames) -> None:
+        if self.writer is None:
+            return
+        try:
+            self.writer.write(frames)
+        except Exception:  # noqa: BLE001
+            logger.warning("SadTalker: could not write the preview video", exc_info=True)
+            self.abort()
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+    def close(self) -> dict:
+        """Finish the file; returns the node's ``ui`` entry (empty when there is no preview)."""
+        if self.writer is None:
+            return {}
+        try:
+            self.writer.close()
+        except Exception:  # noqa: BLE001
+            logger.warning("SadTalker: could not finish the preview video", exc_info=True)
+            return {}
+        return {"sadtalker_video": [{"filename": self.name, "subfolder": self.subfolder, "type": "temp",
+                                     "format": "video/mp4", "frame_rate": self.fps}]}
 
 
 def _next_preview_id() -> str:

@@ -295,16 +295,17 @@ class Mp4Writer:
         return self.path
 
     def abort(self) -> None:
-        """Stop writing and delete what was written."""
+        """Stop writing and delete what this writer wrote (a file already at ``path`` is kept unless
+        this writer had started overwriting it)."""
         if self._gen is not None:
             try:
                 self._gen.close()
             except Exception:  # noqa: BLE001 - best effort while already failing
                 logger.debug("closing the ffmpeg writer failed", exc_info=True)
             self._gen = None
-        for path in {self._video_path, self.path}:
-            if path is not None:
-                path.unlink(missing_ok=True)
+        if self._video_path is not None:
+            self._video_path.unlink(missing_ok=True)
+            self._video_path = None
 
 
 def mux_audio(video_path: str | os.PathLike, audio: np.ndarray, sample_rate: int, out_path: str | os.PathLike,

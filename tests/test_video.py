@@ -44,6 +44,21 @@ def test_writer_removes_partial_output_on_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("with_audio", [True, False])
+def test_failed_run_keeps_an_earlier_output(tmp_path, with_audio):
+    """A run that fails before writing (or, with audio, before muxing) must not delete last run's video."""
+    out = tmp_path / "talk.mp4"
+    out.write_bytes(b"last run")
+    audio = dict(audio=np.zeros((1, 16000), np.float32), sample_rate=16000) if with_audio else {}
+    with pytest.raises(RuntimeError):
+        with Mp4Writer(out, **audio) as writer:
+            if with_audio:
+                writer.write(np.zeros((2, 32, 32, 3), np.uint8))
+            raise RuntimeError("stop")
+    assert out.read_bytes() == b"last run"
+    assert list(tmp_path.iterdir()) == [out]
+
+
 def test_writer_rejects_bad_frames(tmp_path):
     with Mp4Writer(tmp_path / "x.mp4") as writer:
         with pytest.raises(ValueError, match="uint8"):
