@@ -90,6 +90,18 @@ def torch_devices() -> tuple[Any, Any]:
     return load, offload
 
 
+def auto_dtype(load_device: Any) -> Any | None:
+    """fp16 where ComfyUI itself would use it on ``load_device`` (it knows the GPUs where fp16 is
+    broken or slow), else fp32; None when this ComfyUI cannot say."""
+    import comfy.model_management as mm
+    import torch
+
+    should_use_fp16 = getattr(mm, "should_use_fp16", None)
+    if should_use_fp16 is None:
+        return None
+    return torch.float16 if should_use_fp16(load_device) else torch.float32
+
+
 def make_patcher(module: Any, load_device: Any, offload_device: Any) -> Any | None:
     """A ``comfy.model_patcher.ModelPatcher`` around ``module``, or None where there is none."""
     try:

@@ -139,8 +139,8 @@ class SadTalkerModelLoader:
                            "mapping_00229-model.pth.tar and mapping_00109-model.pth.tar."}),
             "precision": (PRECISIONS, {
                 "default": "auto",
-                "tooltip": "Renderer precision. auto = fp16 on CUDA, fp32 on CPU. The audio-to-motion networks "
-                           "always run in fp32."}),
+                "tooltip": "Renderer precision. auto = fp16 where ComfyUI uses fp16 on this GPU, else fp32 "
+                           "(always fp32 on CPU). The audio-to-motion networks always run in fp32."}),
         }}
 
     def load(self, checkpoint: str, precision: str = "auto"):
@@ -149,7 +149,8 @@ class SadTalkerModelLoader:
         pipeline = _pipeline()
         path = comfy_glue.checkpoint_path(checkpoint)
         load_device, offload_device = comfy_glue.torch_devices()
-        dtype = pipeline.resolve_dtype(precision, load_device)
+        dtype = (comfy_glue.auto_dtype(load_device) if precision == "auto" else None) \
+            or pipeline.resolve_dtype(precision, load_device)
         key = make_key("comfy-sadtalker", [path], load_device, dtype)
 
         def load() -> comfy_glue.ModelHandle:

@@ -40,7 +40,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="explicit SadTalker .safetensors file (overrides --models-dir/--size)")
     p.add_argument("--preprocess", "--mode", default="crop", choices=PREPROCESS_MODES,
                    help="crop (face only), extcrop, resize, full / extfull (paste back into the picture)")
-    p.add_argument("--size", type=int, default=256, choices=(256, 512), help="render size / checkpoint")
+    p.add_argument("--size", type=int, default=None, choices=(256, 512),
+                   help="render size and checkpoint (default 256, or the size of --checkpoint)")
     p.add_argument("--still", action="store_true", help="keep the source head pose")
     p.add_argument("--pose-style", type=int, default=0, help="head-motion style 0..45")
     p.add_argument("--seed", type=int, default=0, help="seed for head motion and blinks (default 0)")
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"The output must be an .mp4 file, got {out}.")
     image = read_image(args.image)
     wave, rate = load_audio(args.audio)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else pipeline.find_checkpoint(args.models_dir, args.size)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else pipeline.find_checkpoint(args.models_dir, args.size or 256)
     for name in ("yaw", "pitch", "roll"):
         pipeline.parse_angles(getattr(args, name), name)   # fail early on a typo
 

@@ -49,7 +49,7 @@ def _as_numpy(waveform: torch.Tensor | np.ndarray) -> np.ndarray:
     )
 
 
-def _to_float32(x: np.ndarray) -> np.ndarray:
+def pcm_to_float32(x: np.ndarray) -> np.ndarray:
     """Integer PCM is scaled to [-1, 1) the way sound-file readers do; floats are cast."""
     if x.dtype == np.bool_ or np.issubdtype(x.dtype, np.complexfloating):
         raise ValueError(f"Audio samples must be real numbers, got dtype {x.dtype}.")
@@ -113,7 +113,7 @@ def to_mono_16k(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> np.nda
         raise ValueError(
             f"Audio shape {tuple(x.shape)} looks like (samples, channels); transpose it to (channels, samples)."
         )
-    x = _to_float32(x)
+    x = pcm_to_float32(x)
     if not np.all(np.isfinite(x)):
         raise ValueError("The audio contains NaN or infinite samples; clean or re-decode the audio file.")
 

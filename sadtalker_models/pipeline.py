@@ -56,9 +56,14 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps.") from err
+    mps = getattr(torch.backends, "mps", None)
+    if (dev.type == "cuda" and not torch.cuda.is_available()) or \
+            (dev.type == "mps" and not (mps is not None and mps.is_available())):
+        raise ValueError(f"Device {device!r} is not available with this torch build; use auto or cpu.")
+    return dev
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -325,8 +330,11 @@ def tile_to_length(seq: torch.Tensor, length: int) -> torch.Tensor:
 
 def comfy_audio(waveform: Any, sample_rate: int) -> dict:
     """Audio as ComfyUI's AUDIO dict: ``{"waveform": (1, C, n) float32 tensor, "sample_rate": int}``."""
-    wave = torch.as_tensor(np.asarray(waveform) if not isinstance(waveform, torch.Tensor) else waveform)
-    wave = wave.detach().float().cpu()
+    from .audio import pcm_to_float32
+
+    if isinstance(waveform, torch.Tensor):
+        waveform = waveform.detach().cpu().numpy()
+    wave = torch.from_numpy(pcm_to_float32(np.asarray(waveform)))  # integer PCM scaled to [-1, 1)
     if wave.ndim == 1:
         wave = wave[None, None]
     elif wave.ndim == 2:

@@ -44,6 +44,15 @@ def test_writer_removes_partial_output_on_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_integer_pcm_audio_is_scaled_for_the_audio_output():
+    pcm = (np.array([[0, 16384, -32768, 32767]], dtype=np.int16))
+    wave = pipeline.comfy_audio(pcm, 16000)["waveform"]
+    assert wave.dtype == torch.float32 and wave.shape == (1, 1, 4)
+    assert wave.flatten().tolist() == [0.0, 0.5, -1.0, 32767 / 32768]
+    same = pipeline.comfy_audio(torch.from_numpy(pcm), 16000)["waveform"]
+    assert torch.equal(same, wave)
+
+
 @pytest.mark.parametrize("with_audio", [True, False])
 def test_failed_run_keeps_an_earlier_output(tmp_path, with_audio):
     """A run that fails before writing (or, with audio, before muxing) must not delete last run's video."""
@@ -125,6 +134,9 @@ def test_precision_and_device_choices():
     with pytest.raises(ValueError, match="precision"):
         pipeline.resolve_dtype("fp8", torch.device("cpu"))
     assert pipeline.resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="not available"):
+            pipeline.resolve_device("cuda")
     with pytest.raises(ValueError, match="device"):
         pipeline.resolve_device("gpu-please")
 

@@ -48,5 +48,9 @@ def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimu
         patcher.model.to(patcher.load_device)
 
 
+def should_use_fp16(device=None, model_params=0, prioritize_performance=True, manual_cast=False) -> bool:
+    return torch.device(device or "cpu").type == "cuda"
+
+
 def soft_empty_cache(force: bool = False) -> None:
     pass
