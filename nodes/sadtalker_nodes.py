@@ -284,7 +284,17 @@ class SadTalkerReferenceToCoefficients:
         comfy_glue.check_interrupted()
         models = handle.ensure_loaded()
         pipeline = _pipeline()
-        ref = pipeline.reference_coefficients(models, (frame for frame in images), landmark_backend,
+        total = min(len(images), int(max_frames) or len(images))
+        progress = comfy_glue.progress_callback(total)
+
+        def frames():  # landmarks + ReconNet per frame: report progress and honour Cancel as it goes
+            for i, frame in enumerate(images[:total]):
+                if i % 8 == 0:
+                    progress(i, total)
+                yield frame
+            progress(total, total)
+
+        ref = pipeline.reference_coefficients(models, frames(), landmark_backend,
                                               max_frames=int(max_frames) or None, preprocess=preprocess)
         comfy_audio = None
         if audio is not None:

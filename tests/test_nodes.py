@@ -327,11 +327,19 @@ def test_one_node_sadtalker_full_mode_pastes_back(nodes, model):
 def test_reference_video_to_coefficients(nodes, model, face):
     from sadtalker_models.video import read_video
 
+    import comfy.model_management as mm
+    import comfy.utils
+
     frames_iter, _ = read_video(MEDIA / "ref_pose_blink_3s.mp4", max_frames=3)
     frames = torch.from_numpy(np.stack(list(frames_iter))).float() / 255.0
+    comfy.utils.updates.clear()
     ref, coeffs = nodes["SadTalkerReferenceToCoefficients"]().extract(
         model, frames, "crop", "dlib", 0, speech(0.13))["result"]
     assert tuple(ref.shape) == (3, 73)
+    assert comfy.utils.updates[-1] == (3, 3)     # progress reported
+    mm.interrupt_current_processing(True)        # and Cancel is honoured
+    with pytest.raises(mm.InterruptProcessingException):
+        nodes["SadTalkerReferenceToCoefficients"]().extract(model, frames, "crop", "dlib", 0)
     assert coeffs.num_frames == 3 and coeffs.audio is not None      # follows the audio: floor(0.13*25) = 3
     driven = nodes["SadTalkerAudioToCoefficients"]().predict(model, face[0], speech(0.09), 0, 0, True, False,
                                                              ref_pose=ref, ref_eyeblink=ref)["result"][0]
