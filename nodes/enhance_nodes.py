@@ -120,19 +120,20 @@ class SadTalkerFaceEnhance:
     def enhance(self, images, face_restorer, strength: float, upscale_2x: bool, batch_size: int,
                 landmark_backend: str = "auto"):
         import comfy.model_management as model_management
-        import comfy.utils
+
+        from . import comfy_glue
 
         enhance, landmarks = _library()
         total = int(images.shape[0])
         detector = landmarks.make_landmark_detector(landmark_backend)
-        bar = comfy.utils.ProgressBar(total)
-
-        def progress(done: int, of: int) -> None:
-            bar.update_absolute(done, of)
-            model_management.throw_exception_if_processing_interrupted()
+        progress = comfy_glue.progress_callback(total)
 
         model_management.throw_exception_if_processing_interrupted()
-        face_restorer.to(model_management.get_torch_device())
+        device = model_management.get_torch_device()
+        if hasattr(model_management, "free_memory"):  # make room on the GPU the ComfyUI way first
+            weights = sum(p.numel() * p.element_size() for p in face_restorer.descriptor.model.parameters())
+            model_management.free_memory(3 * weights + (1 << 30), device)
+        face_restorer.to(device)
         try:
             frames, stats = enhance.enhance_frames(
                 images, face_restorer, detector,
