@@ -58,56 +58,44 @@ def crop_geometry(lm68: np.ndarray, image_size: tuple[int, int], output_size: in
         raise ValueError(f"Expected 68 landmarks of shape (68, 2), got {lm.shape}.")
     w0, h0 = int(image_size[0]), int(image_size[1])
 
-    # §3.2, float32 until the direction vector.
-    eye_left = np.mean(lm[36:42], axis=0)
-    eye_right = np.mean(lm[42:48], axis=0)
-    eye_avg = (eye_left + eye_right) * 0.5
-    eye_to_eye = eye_right - eye_left
-    mouth_avg = (lm[48] + lm[54]) * 0.5
-    eye_to_mouth = mouth_avg - eye_avg
+    # §3.2: eye and mouth anchors stay float32, as the reference computes them.
+    left_eye, right_eye = lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)
+    eyes = (left_eye + right_eye) * 0.5
+    across = right_eye - left_eye                    # eye to eye
+    mouth = (lm[48] + lm[54]) * 0.5
+    down = mouth - eyes                              # eye centre to mouth centre
+    # The half-width vector of the quad: `across` turned towards `down`, in float64.
+    half_w = np.array([np.float64(across[0]) + np.float64(down[1]),
+                       np.float64(across[1]) - np.float64(down[0])])
+    half_w /= np.hypot(half_w[0], half_w[1])
+    # float32 scale (NEP 50 keeps the two float32 norms float32) times the float64 unit vector
+    half_w = half_w * max(np.hypot(across[0], across[1]) * 2.0, np.hypot(down[0], down[1]) * 1.8)
+    half_h = np.array([-half_w[1], half_w[0]])       # rotated +90 degrees: points down the face
+    centre = eyes + down * 0.1
+    corners = np.stack([centre - half_w - half_h, centre - half_w + half_h,
+                        centre + half_w + half_h, centre + half_w - half_h])
+    side = np.hypot(half_w[0], half_w[1]) * 2
 
-    sign = np.array([-1, 1])  # integer array: promotes the product to float64
-    x = eye_to_eye - np.flipud(eye_to_mouth) * sign
-    x = x / np.hypot(x[0], x[1])
-    x = x * max(np.hypot(eye_to_eye[0], eye_to_eye[1]) * 2.0, np.hypot(eye_to_mouth[0], eye_to_mouth[1]) * 1.8)
-    y = np.flipud(x) * sign
-    c = eye_avg + eye_to_mouth * 0.1
-    quad = np.stack([c - x - y, c - x + y, c + x + y, c + x - y])
-    qsize = np.hypot(x[0], x[1]) * 2
-
-    # §3.3 shrink.
-    shrink = int(np.floor(qsize / output_size * 0.5))
+    # §3.3: very large faces are measured on a shrunk copy of the image.
+    shrink = int(np.floor(side / output_size * 0.5))
     if shrink > 1:
-        rsize = (int(np.rint(float(w0) / shrink)), int(np.rint(float(h0) / shrink)))
-        quad = quad / shrink
-        qsize = qsize / shrink
+        wr, hr = int(np.rint(float(w0) / shrink)), int(np.rint(float(h0) / shrink))
+        corners, side = corners / shrink, side / shrink
     else:
-        rsize = (w0, h0)
-        shrink = 1
-    wr, hr = rsize
+        wr, hr, shrink = w0, h0, 1
 
-    # §3.3 border and crop box.
-    border = max(int(np.rint(qsize * 0.1)), 3)
-    tight = (
-        int(np.floor(min(quad[:, 0]))),
-        int(np.floor(min(quad[:, 1]))),
-        int(np.ceil(max(quad[:, 0]))),
-        int(np.ceil(max(quad[:, 1]))),
-    )
-    crop = (
-        max(tight[0] - border, 0),
-        max(tight[1] - border, 0),
-        min(tight[2] + border, wr),
-        min(tight[3] + border, hr),
-    )
-    quad = quad - np.array(crop[0:2])
+    # §3.3: the tight box around the quad, grown by a border and clipped to the image.
+    border = max(int(np.rint(side * 0.1)), 3)
+    lo = np.floor(corners.min(axis=0)).astype(int) - border
+    hi = np.ceil(corners.max(axis=0)).astype(int) + border
+    crop = (max(int(lo[0]), 0), max(int(lo[1]), 0), min(int(hi[0]), wr), min(int(hi[1]), hr))
 
-    # §3.4 quad -> (lx, ly, rx, ry); ry is clipped with the width (reference quirk).
-    quad = quad + 0.5
-    lx = max(min(quad[0][0], quad[1][0]), 0)
-    ly = max(min(quad[0][1], quad[3][1]), 0)
-    rx = min(max(quad[2][0], quad[3][0]), wr)
-    ry = min(max(quad[1][1], quad[2][1]), wr)
+    # §3.4: the quad's box inside the crop, +0.5; the bottom is clipped with the width (reference quirk).
+    q = corners - np.array(crop[:2]) + 0.5
+    lx = max(min(q[0, 0], q[1, 0]), 0)
+    ly = max(min(q[0, 1], q[3, 1]), 0)
+    rx = min(max(q[2, 0], q[3, 0]), wr)
+    ry = min(max(q[1, 1], q[2, 1]), wr)
     return CropGeometry(
         rsize=(int(wr), int(hr)),
         crop=tuple(int(v) for v in crop),  # type: ignore[arg-type]
