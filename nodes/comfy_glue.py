@@ -70,7 +70,7 @@ def checkpoint_path(name: str) -> str:
 
     path = folder_paths.get_full_path(SADTALKER_FOLDER, name) if name else None
     if path is None or not os.path.isfile(path):
-        from ..sadtalker_models.download import RELEASE_URL
+        from ..sadtalker_models.official_files import RELEASE_URL
 
         folders = ", ".join(folder_paths.get_folder_paths(SADTALKER_FOLDER))
         raise ValueError(

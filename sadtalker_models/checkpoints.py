@@ -30,39 +30,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from .official_files import OFFICIAL_FILES, RELEASE_URL
+
 logger = logging.getLogger(__name__)
-
-RELEASE_URL = "https://github.com/OpenTalker/SadTalker/releases/download/v0.0.2-rc/"
-
-
-@dataclass(frozen=True)
-class OfficialFile:
-    """One downloadable file: where it comes from and how to recognise it."""
-
-    name: str
-    url: str
-    size: int
-    sha256: str
-
-
-def _official(name: str, size: int, sha256: str, url: str | None = None) -> OfficialFile:
-    return OfficialFile(name, url or RELEASE_URL + name, size, sha256)
-
-
-#: The official SadTalker files (sizes and hashes as published for the v0.0.2-rc release).
-OFFICIAL_FILES: dict[str, OfficialFile] = {
-    f.name: f
-    for f in (
-        _official("SadTalker_V0.0.2_256.safetensors", 725066984,
-                  "c211f5d6de003516bf1bbda9f47049a4c9c99133b1ab565c6961e5af16477bff"),
-        _official("SadTalker_V0.0.2_512.safetensors", 725066984,
-                  "0e063f7ff5258240bdb0f7690783a7b1374e6a4a81ce8fa33456f4cd49694340"),
-        _official("mapping_00229-model.pth.tar", 155521183,
-                  "62a1e06006cc963220f6477438518ed86e9788226c62ae382ddc42fbcefb83f1"),
-        _official("mapping_00109-model.pth.tar", 155779231,
-                  "84a8642468a3fcfdd9ab6be955267043116c2bec2284686a5262f1eaf017f64c"),
-    )
-}
 
 #: Sub-model prefix in the safetensors file -> (module path, class name).
 #: Module paths are relative to this package, which ComfyUI imports under the pack's folder name.

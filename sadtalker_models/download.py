@@ -15,50 +15,26 @@ import logging
 import os
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from .official_files import GFPGAN, OFFICIAL_FILES, OfficialFile
+
 logger = logging.getLogger(__name__)
 
-RELEASE_URL = "https://github.com/OpenTalker/SadTalker/releases/download/v0.0.2-rc/"
 CHUNK = 1 << 20
 USER_AGENT = "comfyui-sadtalker-downloader"
 
 
-@dataclass(frozen=True)
-class RemoteFile:
-    """A file to fetch: its name in the folder, URL, byte size and sha256 (hex)."""
-
-    name: str
-    url: str
-    size: int
-    sha256: str
-    group: str = "sadtalker"   # "sadtalker" files go to the models dir, "enhancer" ones to the enhancer dir
-
-
-SADTALKER_FILES: tuple[RemoteFile, ...] = (
-    RemoteFile("SadTalker_V0.0.2_256.safetensors", RELEASE_URL + "SadTalker_V0.0.2_256.safetensors", 725066984,
-               "c211f5d6de003516bf1bbda9f47049a4c9c99133b1ab565c6961e5af16477bff"),
-    RemoteFile("SadTalker_V0.0.2_512.safetensors", RELEASE_URL + "SadTalker_V0.0.2_512.safetensors", 725066984,
-               "0e063f7ff5258240bdb0f7690783a7b1374e6a4a81ce8fa33456f4cd49694340"),
-    RemoteFile("mapping_00229-model.pth.tar", RELEASE_URL + "mapping_00229-model.pth.tar", 155521183,
-               "62a1e06006cc963220f6477438518ed86e9788226c62ae382ddc42fbcefb83f1"),
-    RemoteFile("mapping_00109-model.pth.tar", RELEASE_URL + "mapping_00109-model.pth.tar", 155779231,
-               "84a8642468a3fcfdd9ab6be955267043116c2bec2284686a5262f1eaf017f64c"),
-)
-
-ENHANCER_FILES: tuple[RemoteFile, ...] = (
-    RemoteFile("GFPGANv1.4.pth", "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth",
-               348632874, "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad", group="enhancer"),
-)
+SADTALKER_FILES: tuple[OfficialFile, ...] = tuple(OFFICIAL_FILES.values())
+ENHANCER_FILES: tuple[OfficialFile, ...] = (GFPGAN,)
 
 
 class DownloadError(RuntimeError):
     """A download failed; the message says what to place where by hand."""
 
 
-def select_files(sizes: Iterable[int] = (256, 512), enhancer: bool = False) -> list[RemoteFile]:
+def select_files(sizes: Iterable[int] = (256, 512), enhancer: bool = False) -> list[OfficialFile]:
     """The official files for the given render sizes (+ both mapping files, + GFPGAN if asked)."""
     wanted = {f"SadTalker_V0.0.2_{int(s)}.safetensors" for s in sizes}
     files = [f for f in SADTALKER_FILES if f.name in wanted or f.name.startswith("mapping_")]
@@ -75,7 +51,7 @@ def default_enhancer_dir(models_dir: str | os.PathLike) -> Path:
     return models_dir
 
 
-def destination(file: RemoteFile, models_dir: Path, enhancer_dir: Path | None = None) -> Path:
+def destination(file: OfficialFile, models_dir: Path, enhancer_dir: Path | None = None) -> Path:
     if file.group == "enhancer":
         return (enhancer_dir or default_enhancer_dir(models_dir)) / file.name
     return models_dir / file.name
@@ -89,14 +65,14 @@ def sha256_file(path: Path, digest=None) -> str:
     return digest.hexdigest()
 
 
-def is_complete(path: Path, file: RemoteFile, verify_hash: bool = True) -> bool:
+def is_complete(path: Path, file: OfficialFile, verify_hash: bool = True) -> bool:
     """Whether ``path`` already holds ``file`` (size, and sha256 unless ``verify_hash`` is off)."""
     if not path.is_file() or path.stat().st_size != file.size:
         return False
     return not verify_hash or sha256_file(path) == file.sha256
 
 
-def manual_instructions(files: Iterable[RemoteFile], models_dir: Path, enhancer_dir: Path | None = None) -> str:
+def manual_instructions(files: Iterable[OfficialFile], models_dir: Path, enhancer_dir: Path | None = None) -> str:
     """Human-readable list of which file to download from where into which folder."""
     lines = ["Download these files by hand and place them as shown:"]
     for f in files:
@@ -104,7 +80,7 @@ def manual_instructions(files: Iterable[RemoteFile], models_dir: Path, enhancer_
     return "\n".join(lines)
 
 
-ProgressFn = Callable[[RemoteFile, int, int], None]
+ProgressFn = Callable[[OfficialFile, int, int], None]
 
 
 def _open(url: str, start: int, timeout: float):
@@ -114,7 +90,7 @@ def _open(url: str, start: int, timeout: float):
     return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - https URLs from the table (or a test server)
 
 
-def download_file(file: RemoteFile, target: Path, progress: ProgressFn | None = None,
+def download_file(file: OfficialFile, target: Path, progress: ProgressFn | None = None,
                   timeout: float = 60.0) -> Path:
     """Fetch ``file`` to ``target`` via ``target.part``; resume a partial ``.part`` with a Range request.
 
@@ -187,7 +163,7 @@ def download_file(file: RemoteFile, target: Path, progress: ProgressFn | None = 
     return target
 
 
-def download_all(models_dir: str | os.PathLike, files: Iterable[RemoteFile] | None = None,
+def download_all(models_dir: str | os.PathLike, files: Iterable[OfficialFile] | None = None,
                  enhancer_dir: str | os.PathLike | None = None, progress: ProgressFn | None = None,
                  verify_existing: bool = True, timeout: float = 60.0) -> list[Path]:
     """Fetch every file of ``files`` (default: all SadTalker files) that is not already in place.
@@ -199,7 +175,7 @@ def download_all(models_dir: str | os.PathLike, files: Iterable[RemoteFile] | No
     enhancer = Path(enhancer_dir) if enhancer_dir else None
     files = list(files if files is not None else select_files())
     saved: list[Path] = []
-    failures: list[tuple[RemoteFile, str]] = []
+    failures: list[tuple[OfficialFile, str]] = []
     for f in files:
         target = destination(f, models_dir, enhancer)
         if is_complete(target, f, verify_existing):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .checkpoints import CheckpointError
+from .official_files import GFPGAN
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from spandrel import ImageModelDescriptor
@@ -55,10 +56,7 @@ FFHQ_TEMPLATE_512 = np.array(
 FACE_RESTORE_FOLDERS = ("facerestore_models", "gfpgan")
 
 #: The restorer used by the original ``--enhancer gfpgan``.
-GFPGAN_FILE = "GFPGANv1.4.pth"
-GFPGAN_URL = "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth"
-GFPGAN_SIZE = 348632874
-GFPGAN_SHA256 = "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad"
+GFPGAN_FILE, GFPGAN_URL, GFPGAN_SIZE, GFPGAN_SHA256 = GFPGAN.name, GFPGAN.url, GFPGAN.size, GFPGAN.sha256
 
 #: Faces whose eye centres are closer than this (pixels) are skipped, as facexlib does.
 MIN_EYE_DISTANCE = 5.0

@@ -23,11 +23,16 @@ from sadtalker_models.checkpoints import (
 def test_official_table_matches_shared_file_list():
     from conftest import PARITY
 
-    shared = json.loads((PARITY / "official_files.json").read_text())["sadtalker"]
+    from sadtalker_models.official_files import GFPGAN
+
+    table = json.loads((PARITY / "official_files.json").read_text())
+    shared = table["sadtalker"]
     assert set(shared) == set(OFFICIAL_FILES)
     for name, entry in shared.items():
         ours = OFFICIAL_FILES[name]
         assert (ours.url, ours.size, ours.sha256) == (entry["url"], entry["size"], entry["sha256"])
+    gfpgan = table["enhancer"][GFPGAN.name]
+    assert (GFPGAN.url, GFPGAN.size, GFPGAN.sha256) == (gfpgan["url"], gfpgan["size"], gfpgan["sha256"])
 
 
 def test_file_selection_rules():

@@ -15,7 +15,7 @@ import pytest
 
 from sadtalker_models.download import (
     DownloadError,
-    RemoteFile,
+    OfficialFile,
     default_enhancer_dir,
     download_all,
     download_file,
@@ -81,11 +81,11 @@ def server():
     httpd.server_close()
 
 
-def table(base: str, corrupt: str | None = None) -> list[RemoteFile]:
+def table(base: str, corrupt: str | None = None) -> list[OfficialFile]:
     files = []
     for name, data in PAYLOADS.items():
         digest = hashlib.sha256(data).hexdigest() if name != corrupt else "0" * 64
-        files.append(RemoteFile(name, base + name, len(data), digest,
+        files.append(OfficialFile(name, base + name, len(data), digest,
                                 group="enhancer" if name.startswith("GFPGAN") else "sadtalker"))
     return files
 
@@ -150,11 +150,11 @@ def test_hash_mismatch_is_refused_and_nothing_is_kept(server, tmp_path):
 def test_size_mismatch_is_refused(server, tmp_path):
     name = "mapping_00109-model.pth.tar"
     good = next(f for f in table(server) if f.name == name)
-    longer = RemoteFile(good.name, good.url, good.size - 10, good.sha256)   # the server sends more than expected
+    longer = OfficialFile(good.name, good.url, good.size - 10, good.sha256)   # the server sends more than expected
     with pytest.raises(DownloadError, match="deleted"):
         download_file(longer, tmp_path / name)
     assert list(tmp_path.iterdir()) == []
-    shorter = RemoteFile(good.name, good.url, good.size + 10, good.sha256)  # the server stops early: resumable
+    shorter = OfficialFile(good.name, good.url, good.size + 10, good.sha256)  # the server stops early: resumable
     with pytest.raises(DownloadError, match="resume"):
         download_file(shorter, tmp_path / name)
     assert not (tmp_path / name).exists()
