@@ -443,42 +443,6 @@ def test_node_module_is_light_and_maps_two_nodes():
     assert result.returncode == 0, result.stderr
 
 
-def _stub_comfy(monkeypatch, folder: Path, interrupted: list[bool]) -> list[tuple[int, int]]:
-    """Minimal comfy / folder_paths modules (only when ComfyUI itself is not importable)."""
-    updates: list[tuple[int, int]] = []
-    folder_paths = types.ModuleType("folder_paths")
-    folder_paths.get_filename_list = lambda name: sorted(p.name for p in folder.iterdir())
-    folder_paths.get_full_path = lambda name, file: str(folder / file) if (folder / file).is_file() else None
-
-    class ProgressBar:
-        def __init__(self, total):
-            self.total = total
-
-        def update_absolute(self, value, total=None):
-            updates.append((value, total))
-
-    class Interrupted(Exception):
-        pass
-
-    def throw():
-        if interrupted[0]:
-            raise Interrupted("interrupted")
-
-    comfy = types.ModuleType("comfy")
-    utils = types.ModuleType("comfy.utils")
-    utils.ProgressBar = ProgressBar
-    mm = types.ModuleType("comfy.model_management")
-    mm.get_torch_device = lambda: torch.device("cpu")
-    mm.unet_offload_device = lambda: torch.device("cpu")
-    mm.soft_empty_cache = lambda *a, **k: None
-    mm.throw_exception_if_processing_interrupted = throw
-    mm.Interrupted = Interrupted
-    comfy.utils, comfy.model_management = utils, mm
-    for name, module in (("folder_paths", folder_paths), ("comfy", comfy), ("comfy.utils", utils), ("comfy.model_management", mm)):
-        monkeypatch.setitem(sys.modules, name, module)
-    return updates
-
-
 def test_nodes_run_with_stubbed_comfy(monkeypatch, tmp_path, art_face, detector):
     if detector is None:
         pytest.skip("the dlib landmark backend is not available")
@@ -486,10 +450,15 @@ def test_nodes_run_with_stubbed_comfy(monkeypatch, tmp_path, art_face, detector)
 
     from test_nodes import load_pack
 
+    import comfy.model_management as mm
+    import comfy.utils
+    import folder_paths
+
     load_pack()
     nodes = importlib.import_module("comfyui_sadtalker_under_test.nodes.enhance_nodes")
-    interrupted = [False]
-    updates = _stub_comfy(monkeypatch, tmp_path, interrupted)
+    # the shared comfy stand-in (tests/comfy_stub), with an empty face-restoration folder
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "facerestore_models", ([str(tmp_path)], set()))
+    comfy.utils.updates.clear()
 
     loader = nodes.SadTalkerFaceRestoreModelLoader()
     # the pack's own copy of FaceRestorerError (a ValueError), imported under the pack's name
@@ -502,9 +471,9 @@ def test_nodes_run_with_stubbed_comfy(monkeypatch, tmp_path, art_face, detector)
     node = nodes.SadTalkerFaceEnhance()
     (out,) = node.enhance(images, restorer, strength=1.0, upscale_2x=False, batch_size=1, landmark_backend="dlib")
     assert out.shape == images.shape and out.dtype == torch.float32
-    assert updates == [(1, 2), (2, 2)]
+    assert comfy.utils.updates == [(1, 2), (2, 2)]
     assert len(restorer.calls) == 1 and len(restorer.devices) == 2
 
-    interrupted[0] = True
-    with pytest.raises(sys.modules["comfy.model_management"].Interrupted):
+    mm.interrupt_current_processing(True)
+    with pytest.raises(mm.InterruptProcessingException):
         node.enhance(images, FakeRestorer(), strength=1.0, upscale_2x=True, batch_size=1)
