@@ -136,6 +136,18 @@ class Workflow:
 CHECKPOINT = "SadTalker_V0.0.2_256.safetensors"
 
 
+def link_talking_head(wf: Workflow, model: int, image: int, audio: int, face: int, coeffs: int, render: int) -> None:
+    """The wiring every example shares: loader + picture -> face, + speech -> coefficients -> render."""
+    wf.link(model, 0, face, "model")
+    wf.link(image, 0, face, "image")
+    wf.link(model, 0, coeffs, "model")
+    wf.link(face, 0, coeffs, "face")
+    wf.link(audio, 0, coeffs, "audio")
+    wf.link(model, 0, render, "model")
+    wf.link(face, 0, render, "face")
+    wf.link(coeffs, 0, render, "coefficients")
+
+
 def image_audio_to_video() -> Workflow:
     wf = Workflow("SadTalker: picture + speech -> mp4 with sound.\nWeights: ComfyUI/models/sadtalker "
                   "(python -m sadtalker_models download --models-dir ComfyUI/models/sadtalker).\n"
@@ -152,14 +164,7 @@ def image_audio_to_video() -> Workflow:
     video = wf.add("CreateVideo", (1140, 0), {"fps": 25.0}, (270, 80))
     save = wf.add("SaveVideo", (1140, 130), {"filename_prefix": "video/sadtalker", "format": "mp4", "codec": "h264"},
                   (400, 420))
-    wf.link(model, 0, face, "model")
-    wf.link(image, 0, face, "image")
-    wf.link(model, 0, coeffs, "model")
-    wf.link(face, 0, coeffs, "face")
-    wf.link(audio, 0, coeffs, "audio")
-    wf.link(model, 0, render, "model")
-    wf.link(face, 0, render, "face")
-    wf.link(coeffs, 0, render, "coefficients")
+    link_talking_head(wf, model, image, audio, face, coeffs, render)
     wf.link(render, 0, video, "images")
     wf.link(render, 1, video, "audio")
     wf.link(render, 2, video, "fps")
@@ -187,14 +192,7 @@ def full_body_enhanced() -> Workflow:
     video = wf.add("CreateVideo", (1140, 220), {"fps": 25.0}, (270, 80))
     save = wf.add("SaveVideo", (1500, 0), {"filename_prefix": "video/sadtalker_full", "format": "mp4",
                                            "codec": "h264"}, (400, 420))
-    wf.link(model, 0, face, "model")
-    wf.link(image, 0, face, "image")
-    wf.link(model, 0, coeffs, "model")
-    wf.link(face, 0, coeffs, "face")
-    wf.link(audio, 0, coeffs, "audio")
-    wf.link(model, 0, render, "model")
-    wf.link(face, 0, render, "face")
-    wf.link(coeffs, 0, render, "coefficients")
+    link_talking_head(wf, model, image, audio, face, coeffs, render)
     wf.link(render, 0, enhance, "images")
     wf.link(restorer, 0, enhance, "face_restorer")
     wf.link(enhance, 0, video, "images")
@@ -227,16 +225,9 @@ def reference_video_pose_blink() -> Workflow:
     wf.link(ref_video, 0, components, "video")
     wf.link(model, 0, reference, "model")
     wf.link(components, 0, reference, "images")
-    wf.link(model, 0, face, "model")
-    wf.link(image, 0, face, "image")
-    wf.link(model, 0, coeffs, "model")
-    wf.link(face, 0, coeffs, "face")
-    wf.link(audio, 0, coeffs, "audio")
+    link_talking_head(wf, model, image, audio, face, coeffs, render)
     wf.link(reference, 0, coeffs, "ref_pose")
     wf.link(reference, 0, coeffs, "ref_eyeblink")
-    wf.link(model, 0, render, "model")
-    wf.link(face, 0, render, "face")
-    wf.link(coeffs, 0, render, "coefficients")
     wf.link(render, 0, video, "images")
     wf.link(render, 1, video, "audio")
     wf.link(render, 2, video, "fps")
