@@ -319,15 +319,6 @@ class Coefficients:
         return out
 
 
-def tile_to_length(seq: torch.Tensor, length: int) -> torch.Tensor:
-    """Repeat a ``(N, ...)`` sequence (floor(length/N) copies + its first length mod N rows) to ``length``."""
-    n = seq.shape[0]
-    if n >= length:
-        return seq[:length]
-    reps = length // n
-    return torch.cat([seq.repeat(reps, *([1] * (seq.ndim - 1))), seq[: length - reps * n]], dim=0)
-
-
 def comfy_audio(waveform: Any, sample_rate: int) -> dict:
     """Audio as ComfyUI's AUDIO dict: ``{"waveform": (1, C, n) float32 tensor, "sample_rate": int}``."""
     from .audio import pcm_to_float32
@@ -388,6 +379,8 @@ def coefficients_from_reference(ref: torch.Tensor, num_frames: int | None = None
     The length follows the audio (``T = floor(seconds*25)``) when given, else the reference's frames;
     a shorter reference is tiled.
     """
+    from .coefficients import tile_to_length
+
     ref = _as_ref(ref)
     if num_frames is None and audio is not None:
         wave = audio["waveform"]
