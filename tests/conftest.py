@@ -1,20 +1,25 @@
 """Shared test fixtures: stand-in checkpoints in the official layout, and parity case discovery.
 
-The stand-in weights come from ``../shared/parity/make_weights.py`` and the manifests beside it.
-They are written as the files users download (``SadTalker_V0.0.2_256.safetensors`` and the two
-``mapping_*.pth.tar``) and always loaded back through the project's real loader
-(:mod:`sadtalker_models.checkpoints`).
+Everything the tests read lives in this repository:
 
-Files are written once per seed into a cache folder (``$SADTALKER_TEST_CACHE``, default
+* ``tests/data/cases``: the parity cases (the reference implementation's outputs for fixed inputs,
+  see ``tests/data/README.md``); ``SADTALKER_PARITY_DIR`` points the parity suite at another case
+  set of the same format;
+* ``tests/data/media``: real faces, speech and a short video (sources and licences in
+  ``tests/data/README.md``);
+* the stand-in weights are written by :mod:`sadtalker_models.stand_in_weights` from the manifests
+  shipped with the package, as the files users download (``SadTalker_V0.0.2_256.safetensors`` and
+  the two ``mapping_*.pth.tar``), and always loaded back through the real loader
+  (:mod:`sadtalker_models.checkpoints`).
+
+Weight files are written once per seed into a cache folder (``$SADTALKER_TEST_CACHE``, default
 ``.pytest_cache/sadtalker-weights`` in the repo) whose name carries a digest of the manifests and
-of ``make_weights.py``, so a changed manifest or generator gives new files. Writes are atomic, so
-parallel test runs never see half a file.
+of the writer, so a changed manifest or rule gives new files. Writes are atomic.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 from dataclasses import dataclass, field
@@ -25,56 +30,23 @@ from typing import Callable
 import pytest
 import torch
 
+from sadtalker_models import stand_in_weights as weights_writer
+
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SADTALKER_SHARED_DIR", REPO.parent / "shared"))
-PARITY = SHARED / "parity"
-PARITY_CASES = Path(os.environ.get("SADTALKER_PARITY_DIR", PARITY / "cases"))
-MEDIA = SHARED / "media"
-SADTALKER_MANIFEST = PARITY / "manifests" / "SadTalker_V0.0.2.safetensors.json"
-MAPPING_FILES = ("mapping_00229-model.pth.tar", "mapping_00109-model.pth.tar")
+DATA = REPO / "tests" / "data"
+PARITY_CASES = Path(os.environ.get("SADTALKER_PARITY_DIR", DATA / "cases"))
+MEDIA = DATA / "media"
+MAPPING_FILES = tuple(weights_writer.MAPPING_EPOCHS)
 CHECKPOINT_NAME = "SadTalker_V0.0.2_256.safetensors"
-
-
-def _load_make_weights():
-    spec = importlib.util.spec_from_file_location("shared_make_weights", PARITY / "make_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SADTALKER_MANIFEST = weights_writer.MANIFESTS / weights_writer.SADTALKER_MANIFEST
 
 
 def _cache_root() -> Path:
     root = Path(os.environ.get("SADTALKER_TEST_CACHE", REPO / ".pytest_cache" / "sadtalker-weights"))
     digest = hashlib.sha256()
-    for path in sorted((PARITY / "manifests").glob("*.json")) + [PARITY / "make_weights.py"]:
+    for path in sorted(weights_writer.MANIFESTS.glob("*.json")) + [Path(weights_writer.__file__)]:
         digest.update(path.read_bytes())
     return root / digest.hexdigest()[:16]
-
-
-def _atomic_write(target: Path, write: Callable[[Path], None]) -> None:
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
-    write(tmp)
-    os.replace(tmp, target)
-
-
-def write_stand_in_weights(folder: Path, seed: int) -> Path:
-    """Write the three official-layout files for ``seed`` into ``folder`` (skips existing files)."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    make_weights = _load_make_weights()
-    target = folder / CHECKPOINT_NAME
-    if not target.exists():
-        manifest = json.loads(SADTALKER_MANIFEST.read_text())
-        state = make_weights.make_state_dict(manifest, seed)
-        _atomic_write(target, lambda p: save_file(state, str(p)))
-        del state
-    for name in MAPPING_FILES:
-        target = folder / name
-        if not target.exists():
-            manifest = json.loads((PARITY / "manifests" / f"{name}.json").read_text())
-            blob = {"mapping": make_weights.make_state_dict(manifest, seed), "epoch": int(name[8:13])}
-            _atomic_write(target, lambda p: torch.save(blob, p))
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +57,7 @@ def stand_in_weights() -> Callable[[int], Path]:
 
     def get(seed: int = 0) -> Path:
         if seed not in made:
-            made[seed] = write_stand_in_weights(root / f"seed{seed}", seed)
+            made[seed] = weights_writer.write_stand_in_files(root / f"seed{seed}", seed)
         return made[seed]
 
     return get

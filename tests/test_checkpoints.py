@@ -20,12 +20,12 @@ from sadtalker_models.checkpoints import (
 )
 
 
-def test_official_table_matches_shared_file_list():
-    from conftest import PARITY
+def test_official_table_matches_reference_file_list():
+    from conftest import DATA
 
     from sadtalker_models.official_files import GFPGAN
 
-    table = json.loads((PARITY / "official_files.json").read_text())
+    table = json.loads((DATA / "official_files.json").read_text())
     shared = table["sadtalker"]
     assert set(shared) == set(OFFICIAL_FILES)
     for name, entry in shared.items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import wave
@@ -11,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import MEDIA
+
 from sadtalker_models.video import load_audio, probe, read_video
 
 REPO = Path(__file__).resolve().parent.parent
-MEDIA = Path(os.environ.get("SADTALKER_SHARED_DIR", REPO.parent / "shared")) / "media"
 
 
 def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:

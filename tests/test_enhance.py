@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import types
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import DATA, MEDIA
 from sadtalker_models.checkpoints import CheckpointError
 from sadtalker_models.enhance import (
     FFHQ_TEMPLATE_512,
@@ -33,9 +33,7 @@ from sadtalker_models.enhance import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SADTALKER_SHARED_DIR", REPO.parent / "shared"))
-MEDIA = SHARED / "media"
-FACE_CROP_CASES = SHARED / "parity" / "cases" / "face_crop.json"
+FACE_CROP_CASES = DATA / "cases" / "face_crop.json"
 
 # the real face, shrunk to keep the frames small
 FRAME_W, FRAME_H = 320, 448
@@ -59,7 +57,7 @@ def detector():
 def art_face(detector) -> tuple[np.ndarray, np.ndarray]:
     """(448, 320, 3) uint8 RGB face image and its (68, 2) landmarks (dlib when available)."""
     bgr = cv2.imread(str(MEDIA / "art_0.png"), cv2.IMREAD_COLOR)
-    assert bgr is not None, "missing shared media art_0.png"
+    assert bgr is not None, "missing tests/data/media/art_0.png"
     full_h, full_w = bgr.shape[:2]
     image = cv2.cvtColor(cv2.resize(bgr, (FRAME_W, FRAME_H), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
     lm = detector.detect(image) if detector is not None else None

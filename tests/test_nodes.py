@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import MEDIA
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
 STUB = REPO / "tests" / "comfy_stub"
-MEDIA = Path(os.environ.get("SADTALKER_SHARED_DIR", REPO.parent / "shared")) / "media"
 PACK_NAME = "comfyui_sadtalker_under_test"
 
 

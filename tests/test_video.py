@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import MEDIA
 import torch
 
 from sadtalker_models import pipeline
@@ -14,7 +15,6 @@ from sadtalker_models.model_cache import ModelCache, make_key
 from sadtalker_models.video import Mp4Writer, fit_audio, load_audio, probe, read_image, read_video, write_wav
 
 REPO = Path(__file__).resolve().parent.parent
-MEDIA = Path(os.environ.get("SADTALKER_SHARED_DIR", REPO.parent / "shared")) / "media"
 
 
 def test_writer_streams_frames_and_muxes_trimmed_audio(tmp_path):
