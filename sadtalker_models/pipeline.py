@@ -417,12 +417,32 @@ def parse_angles(text: str | Sequence[float] | None, what: str = "angles") -> li
 
 
 def output_size(face: SourceFace, paste_back: bool = True) -> tuple[int, int]:
-    """(width, height) of the frames :func:`render_frames` yields."""
+    """(width, height) of the frames :func:`render_frames` yields; both always even.
+
+    Video encoders (libx264/yuv420p, as in ComfyUI's Save Video) need even sides, so an odd side of
+    the picture (full/extfull with paste-back) or of the crop's aspect ratio (``int(S * h / w)``
+    rows) gets one more row/column at the bottom/right edge (see :func:`pad_to_even`).
+    """
+    width, height = _natural_size(face, paste_back)
+    return width + width % 2, height + height % 2
+
+
+def _natural_size(face: SourceFace, paste_back: bool) -> tuple[int, int]:
+    """(width, height) before evening: the picture's own size, or S by the crop's aspect (§14)."""
     if paste_back and face.paste_back_possible:
         h0, w0 = face.original.shape[:2]
         return w0, h0
     w_box, h_box = _box_size(face)
     return face.size, int(face.size * h_box / w_box)
+
+
+def pad_to_even(frames: np.ndarray) -> np.ndarray:
+    """``(b, H, W, 3)`` -> ``(b, H + H % 2, W + W % 2, 3)``: an odd side gets a copy of its last
+    row/column at the bottom/right edge, so every pixel (and the face) stays where it was."""
+    h, w = frames.shape[1:3]
+    if h % 2 == 0 and w % 2 == 0:
+        return frames
+    return np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
 
 
 def _box_size(face: SourceFace) -> tuple[int, int]:
@@ -446,8 +466,8 @@ def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficient
     """Render ``coeffs`` on ``face``: yields ``(b, H, W, 3)`` uint8 batches in frame order.
 
     Output frames are resized to the face box's aspect ratio (§14) or, for full/extfull with
-    ``paste_back``, pasted into the original image (§15). ``progress(done, total)`` runs after
-    every batch and may raise to cancel.
+    ``paste_back``, pasted into the original image (§15), then made even-sized (:func:`output_size`).
+    ``progress(done, total)`` runs after every batch and may raise to cancel.
     """
     from .render_data import build_render_inputs
 
@@ -467,7 +487,7 @@ def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficient
     renderer = models.renderer(face.preprocess)
     device = models.current_device()
     source = torch.from_numpy(face.crop).permute(2, 0, 1)[None].float() * np.float32(1.0 / 255.0)
-    out_w, out_h = output_size(face, paste_back=False)
+    out_w, out_h = _natural_size(face, paste_back=False)
     paste = paste_back and face.paste_back_possible
     if paste:
         from .face.paste import paste_back as paste_frames
@@ -483,7 +503,7 @@ def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficient
                 frames = np.stack([cv2.resize(f, (out_w, out_h), interpolation=cv2.INTER_LINEAR) for f in frames])
             if paste:
                 frames = paste_frames(frames, face.original, face.crop_info)
-            yield np.ascontiguousarray(frames)
+            yield np.ascontiguousarray(pad_to_even(frames))
 
 
 def render_all(models: SadTalkerModels, face: SourceFace, coeffs: Coefficients, **kwargs) -> np.ndarray:
