@@ -34,6 +34,16 @@ PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 LANDMARK_BACKENDS = ["auto", "dlib", "face_alignment"]
 MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
 
+# head-motion scale and blink rate: on Audio to Coefficients and the Idle Coefficients node
+MOTION_INPUTS = {
+    "head_motion_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
+                                    "tooltip": "Head motion around the source pose: 0 = still, 1 = as predicted, "
+                                               "more = livelier. Works next to Render's expression_scale."}),
+    "blinks_per_minute": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 120.0, "step": 1.0,
+                                    "tooltip": "With blink on: 0 = SadTalker's natural random blinks (about 34 "
+                                               "a minute), otherwise about this many blinks a minute."}),
+}
+
 PREPROCESS_TOOLTIP = (
     "crop: the face only (fastest, square output). extcrop: the face with a margin. resize: the whole "
     "picture squashed to a square (for already-cropped portraits). full: animate the face and paste it "
@@ -229,11 +239,13 @@ class SadTalkerAudioToCoefficients:
             "optional": {
                 "ref_pose": (REFERENCE, {"tooltip": "Add the head motion of a reference video."}),
                 "ref_eyeblink": (REFERENCE, {"tooltip": "Take blinks and eye motion from a reference video."}),
+                **MOTION_INPUTS,
             },
         }
 
     def predict(self, model, face, audio, pose_style: int = 0, seed: int = 0, blink: bool = True,
-                still: bool = False, ref_pose=None, ref_eyeblink=None):
+                still: bool = False, ref_pose=None, ref_eyeblink=None, head_motion_scale: float = 1.0,
+                blinks_per_minute: float = 0.0):
         handle = _model_handle(model)
         source = _face(face)
         wave, rate = _audio(audio)
@@ -242,7 +254,8 @@ class SadTalkerAudioToCoefficients:
         coeffs = _pipeline().audio_to_coefficients(
             models, source, wave, rate, pose_style=int(pose_style), seed=int(seed), blink=bool(blink),
             still=bool(still), ref_pose=_reference(ref_pose, "ref_pose"),
-            ref_eyeblink=_reference(ref_eyeblink, "ref_eyeblink"))
+            ref_eyeblink=_reference(ref_eyeblink, "ref_eyeblink"), head_motion_scale=float(head_motion_scale),
+            blinks_per_minute=float(blinks_per_minute))
         return {"ui": {"sadtalker_curves": [coeffs.curves()]}, "result": (coeffs,)}
 
 

@@ -336,33 +336,70 @@ def comfy_audio(waveform: Any, sample_rate: int) -> dict:
 def audio_to_coefficients(models: SadTalkerModels, face: SourceFace, waveform: Any, sample_rate: int,
                           pose_style: int = 0, seed: int | None = 0, blink: bool = True, still: bool = False,
                           ref_pose: torch.Tensor | None = None,
-                          ref_eyeblink: torch.Tensor | None = None) -> Coefficients:
+                          ref_eyeblink: torch.Tensor | None = None, head_motion_scale: float = 1.0,
+                          blinks_per_minute: float | None = None) -> Coefficients:
     """Speech -> per-frame coefficients ``(T, 70)`` at 25 fps (ExpNet + PoseVAE, §5-§9).
 
     ``seed`` makes the blink schedule and the PoseVAE noise reproducible (``None``: random).
     ``ref_pose``/``ref_eyeblink``: ``(N, 73)`` coefficients of a reference video.
+    ``head_motion_scale``: 0 = the source pose throughout, 1 = as predicted, > 1 = livelier
+    (:func:`motion.scale_head_motion`, applied after any reference pose).
+    ``blink``/``blinks_per_minute``: off (``blink=False``), the original's natural schedule (rate
+    None or 0), or about that many blinks per minute (:func:`motion.blink_ratio_at_rate`).
     """
     from .audio import audio_to_mel_windows
     from .coefficients import audio_to_coefficients as predict, make_generator
+    from .motion import blink_ratio_at_rate, scale_head_motion
 
     pose_style = int(pose_style)
     if not 0 <= pose_style <= MAX_POSE_STYLE:
         raise ValueError(f"Pose style must be between 0 and {MAX_POSE_STYLE}, got {pose_style}.")
     mels = audio_to_mel_windows(waveform, sample_rate)          # (T, 80, 16), ValueError on bad audio
     generator = make_generator(None if seed is None else int(seed))
+    rate = float(blinks_per_minute or 0.0)
+    ratio = None
+    if blink and rate and ref_eyeblink is None:   # drawn first, like the natural schedule
+        ratio = blink_ratio_at_rate(mels.shape[0], rate, generator)
     with torch.inference_mode():
         result = predict(
             models.nets.expnet, models.nets.posevae, mels[None, :, None], face.coeff_3dmm, pose_style,
-            generator=generator, blink=bool(blink),
+            generator=generator, blink=bool(blink), blink_ratio=ratio,
             ref_eyeblink=None if ref_eyeblink is None else _as_ref(ref_eyeblink),
             ref_pose=None if ref_pose is None else _as_ref(ref_pose),
         )
     return Coefficients(
-        coeffs=result.coeffs.detach().float().cpu(), still=bool(still), audio=comfy_audio(waveform, sample_rate),
+        coeffs=scale_head_motion(result.coeffs, face.coeff_3dmm, head_motion_scale),
+        still=bool(still), audio=comfy_audio(waveform, sample_rate),
         blink=result.ratio.detach().float().reshape(-1).cpu(), source="audio",
         info={"pose_style": pose_style, "seed": seed, "blink": bool(blink),
+              "blinks_per_minute": rate if blink else 0.0, "head_motion_scale": float(head_motion_scale),
               "ref_pose": ref_pose is not None, "ref_eyeblink": ref_eyeblink is not None},
     )
+
+
+def idle_coefficients(models: SadTalkerModels, face: SourceFace, seconds: float, pose_style: int = 0,
+                      seed: int | None = 0, blink: bool = True, blinks_per_minute: float | None = None,
+                      head_motion_scale: float = 1.0, still: bool = False) -> Coefficients:
+    """``seconds`` of idle motion without speech: ``(T, 70)`` with ``T = round(seconds * 25)``.
+
+    The audio networks are given silence (a zero waveform): ExpNet then sees the same mel window on
+    every frame, so the mouth stays as it is at rest and only the blinks change the expression;
+    PoseVAE still adds its seeded noise, a slight head motion (``head_motion_scale`` scales it).
+    The coefficients carry that silence as their audio, so rendering gives a silent track of the
+    same length. Same ``seed`` -> same clip.
+    """
+    seconds = float(seconds)
+    if not math.isfinite(seconds) or seconds < 1.0 / FPS:
+        raise ValueError(f"The idle length must be at least one frame (0.04 s); got {seconds!r} seconds.")
+    frames = int(round(seconds * FPS))
+    rate = 16000
+    silence = np.zeros((1, frames * rate // int(FPS)), dtype=np.float32)
+    coeffs = audio_to_coefficients(models, face, silence, rate, pose_style=pose_style, seed=seed, blink=blink,
+                                   still=still, head_motion_scale=head_motion_scale,
+                                   blinks_per_minute=blinks_per_minute)
+    coeffs.source = "idle"
+    coeffs.info["idle_seconds"] = seconds
+    return coeffs
 
 
 def _as_ref(ref: Any) -> torch.Tensor:
