@@ -30,6 +30,7 @@ import torch
 
 from .checkpoints import CheckpointError
 from .official_files import GFPGAN
+from .precision import usable_dtype
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from spandrel import ImageModelDescriptor
@@ -203,10 +204,10 @@ class FaceRestorer:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "FaceRestorer":
         """Move (in place) to ``device`` and/or ``dtype``; an unsupported half type falls back to float32."""
-        if dtype is not None:
-            dtype = self._supported_dtype(dtype)
         if device is not None:
             self.descriptor.to(torch.device(device))
+        if dtype is not None:
+            dtype = usable_dtype(self._supported_dtype(dtype), self.device, "the face restorer")
         if dtype is not None and dtype != self.descriptor.dtype:
             self.descriptor.to(dtype)
         return self

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .model_cache import MODEL_CACHE, ModelCache, make_key
+from .precision import PRECISIONS, resolve_dtype  # noqa: F401  (re-exported for the nodes and the CLI)
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ FPS = 25.0
 PREPROCESS_MODES = ("crop", "extcrop", "resize", "full", "extfull")
 PASTE_MODES = ("full", "extfull")
 SIZES = (256, 512)
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 LANDMARK_BACKENDS = ("auto", "dlib", "face_alignment")
 MAX_POSE_STYLE = 45
 
@@ -64,16 +64,6 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
             (dev.type == "mps" and not (mps is not None and mps.is_available())):
         raise ValueError(f"Device {device!r} is not available with this torch build; use auto or cpu.")
     return dev
-
-
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """``auto`` = fp16 on CUDA, fp32 elsewhere; ``fp32``/``fp16``/``bf16`` as named."""
-    precision = (precision or "auto").lower()
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
-    if precision == "auto":
-        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
 # --------------------------------------------------------------------------- models
@@ -169,7 +159,8 @@ def load_models(checkpoint: str | os.PathLike, device: str | torch.device | None
     Args:
         checkpoint: a ``SadTalker_V0.0.2_<size>.safetensors`` file, or a folder holding the 256 one.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ... (see :func:`resolve_device`).
-        precision: ``auto``/``fp32``/``fp16``/``bf16`` or a torch dtype, for the renderer.
+        precision: ``auto``/``fp32``/``fp16``/``bf16`` or a torch dtype, for the renderer; reduced
+            precision on a CPU without native support falls back to fp32 (see :mod:`.precision`).
         mapping_dir: folder of the two ``mapping_*.pth.tar`` files (default: beside the checkpoint).
         cache: where loaded models are kept; ``None`` loads afresh.
     """
@@ -179,7 +170,7 @@ def load_models(checkpoint: str | os.PathLike, device: str | torch.device | None
     if checkpoint.is_dir():
         checkpoint = find_checkpoint(checkpoint, 256)
     dev = resolve_device(device)
-    dtype = precision if isinstance(precision, torch.dtype) else resolve_dtype(precision, dev)
+    dtype = resolve_dtype(precision, dev)
     mapping_dir = Path(mapping_dir) if mapping_dir else checkpoint.parent
 
     def load() -> SadTalkerModels:

@@ -21,6 +21,7 @@ import torch
 
 from conftest import DATA, MEDIA
 from sadtalker_models.checkpoints import CheckpointError
+from sadtalker_models import precision
 from sadtalker_models.enhance import (
     FFHQ_TEMPLATE_512,
     GFPGAN_URL,
@@ -322,6 +323,12 @@ def test_gfpgan_stand_in_end_to_end(gfpgan_file, art_face, detector, caplog):
     with caplog.at_level("WARNING"):
         restorer.to(dtype=torch.float16)  # GFPGAN has no fp16 support
     assert restorer.dtype == torch.float32 and "float16" in caplog.text
+    caplog.clear()
+    # bf16 (which GFPGAN supports) on a CPU without native bf16 would crawl: float32 with a warning
+    with pytest.MonkeyPatch.context() as patch, caplog.at_level("WARNING"):
+        patch.setattr(precision, "cpu_runs_natively", lambda dtype: dtype == torch.float32)
+        restorer.to(dtype=torch.bfloat16)
+    assert restorer.dtype == torch.float32 and "no native bfloat16" in caplog.text
 
     seen: dict[str, float] = {}
 

@@ -12,6 +12,7 @@ import torch
 
 from sadtalker_models import pipeline
 from sadtalker_models.model_cache import ModelCache, make_key
+from sadtalker_models.precision import cpu_runs_natively
 from sadtalker_models.video import Mp4Writer, fit_audio, load_audio, probe, read_image, read_video, write_wav
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,7 +131,9 @@ def test_parse_angles():
 def test_precision_and_device_choices():
     assert pipeline.resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert pipeline.resolve_dtype("auto", torch.device("cuda")) == torch.float16
-    assert pipeline.resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    native_bf16 = cpu_runs_natively(torch.bfloat16)
+    assert pipeline.resolve_dtype("bf16", torch.device("cpu")) == (torch.bfloat16 if native_bf16 else torch.float32)
+    assert pipeline.resolve_dtype("bf16", torch.device("cuda")) == torch.bfloat16
     with pytest.raises(ValueError, match="precision"):
         pipeline.resolve_dtype("fp8", torch.device("cpu"))
     assert pipeline.resolve_device("cpu") == torch.device("cpu")

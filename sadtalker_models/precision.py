@@ -1,0 +1,60 @@
+"""Which precision a network may run in on a device, so that reduced precision never silently crawls.
+
+On a GPU, fp16 and bf16 are fast. On a CPU they are fast only where oneDNN runs them natively
+(AVX-512 or AMX for bf16; AVX-512-FP16 or AMX-FP16 for fp16). Elsewhere, e.g. on an AVX2-only CPU,
+torch falls back to scalar kernels and a bf16/fp16 convolution is about 200x slower than fp32.
+
+Policy: asking for fp16/bf16 on a CPU that lacks native support **falls back to fp32 with one
+logged warning** (the job still finishes, at fp32 speed). ``auto`` never picks reduced precision
+on a CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_REDUCED = (torch.float16, torch.bfloat16)
+
+
+def cpu_runs_natively(dtype: torch.dtype) -> bool:
+    """True when this CPU runs ``dtype`` convolutions through oneDNN (float32 always is)."""
+    if dtype not in _REDUCED:
+        return True
+    if not torch.backends.mkldnn.is_available():
+        return False
+    check = "_is_mkldnn_bf16_supported" if dtype == torch.bfloat16 else "_is_mkldnn_fp16_supported"
+    try:
+        return bool(getattr(torch.ops.mkldnn, check)())
+    except (AttributeError, RuntimeError):  # a torch without the query: assume the slow path
+        return False
+
+
+def usable_dtype(dtype: torch.dtype, device: str | torch.device, what: str = "the renderer") -> torch.dtype:
+    """``dtype``, or float32 (with a warning) where ``device`` is a CPU that would run it very slowly."""
+    if torch.device(device).type == "cpu" and not cpu_runs_natively(dtype):
+        logger.warning("This CPU (%s) has no native %s support, so %s would run about 100x slower in it; "
+                       "using float32 instead. Reduced precision helps on a GPU or on CPUs with AVX-512/AMX.",
+                       torch.backends.cpu.get_cpu_capability(), str(dtype).removeprefix("torch."), what)
+        return torch.float32
+    return dtype
+
+
+def resolve_dtype(precision: str | torch.dtype, device: str | torch.device) -> torch.dtype:
+    """``auto`` = fp16 on CUDA, fp32 elsewhere; ``fp32``/``fp16``/``bf16`` (or a dtype) as asked,
+    except where :func:`usable_dtype` falls back to float32 on a CPU without native support."""
+    if isinstance(precision, torch.dtype):
+        dtype = precision
+    else:
+        name = (precision or "auto").lower()
+        if name not in PRECISIONS:
+            raise ValueError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
+        if name == "auto":
+            return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+        dtype = _DTYPES[name]
+    return usable_dtype(dtype, device)

@@ -1,0 +1,123 @@
+"""The precision policy: reduced precision only where the device runs it fast, float32 elsewhere.
+
+These tests never render a network in bf16/fp16 (on a CPU without native support that takes
+~200x the fp32 time); they check which dtype each network gets and what the user is told.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import CHECKPOINT_NAME, REPO
+from sadtalker_models import pipeline, precision
+
+
+@pytest.fixture
+def cpu_without_native_half(monkeypatch):
+    """Behave as on an AVX2-only CPU: no native bf16 or fp16."""
+    monkeypatch.setattr(precision, "cpu_runs_natively", lambda dtype: dtype == torch.float32)
+
+
+@pytest.fixture
+def cpu_with_native_half(monkeypatch):
+    """Behave as on a CPU with AVX-512-BF16/AMX: bf16 and fp16 run natively."""
+    monkeypatch.setattr(precision, "cpu_runs_natively", lambda dtype: True)
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_auto_never_picks_reduced_precision_on_a_cpu(cpu_with_native_half):
+    assert precision.resolve_dtype("auto", "cpu") == torch.float32
+    assert precision.resolve_dtype("auto", "cuda") == torch.float16
+    assert precision.resolve_dtype("AUTO", torch.device("cuda:1")) == torch.float16
+
+
+@pytest.mark.parametrize("asked", ["bf16", "fp16", torch.bfloat16, torch.float16])
+def test_slow_cpu_falls_back_to_fp32_with_one_warning(cpu_without_native_half, caplog, asked):
+    with caplog.at_level(logging.WARNING, logger="sadtalker_models.precision"):
+        got = precision.resolve_dtype(asked, "cpu")
+    assert got == torch.float32
+    messages = _warnings(caplog)
+    assert len(messages) == 1, messages
+    name = "bfloat16" if asked in ("bf16", torch.bfloat16) else "float16"
+    assert name in messages[0] and "float32" in messages[0] and "native" in messages[0]
+
+
+def test_reduced_precision_is_kept_where_it_is_fast(cpu_with_native_half, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert precision.resolve_dtype("bf16", "cpu") == torch.bfloat16
+        assert precision.resolve_dtype("fp16", "cpu") == torch.float16
+        # GPUs are never second-guessed (this needs no GPU: only the device type is read)
+        assert precision.resolve_dtype("bf16", "cuda") == torch.bfloat16
+        assert precision.resolve_dtype(torch.float16, "cuda:0") == torch.float16
+        assert precision.resolve_dtype("fp32", "cpu") == torch.float32
+    assert _warnings(caplog) == []
+
+
+def test_unknown_precision_is_a_clear_error():
+    with pytest.raises(ValueError, match="fp32, fp16, bf16"):
+        precision.resolve_dtype("fp8", "cpu")
+
+
+def test_avx2_only_cpu_is_detected_as_not_native():
+    """oneDNN limited to AVX2 (what an AVX2-only CPU has) reports neither bf16 nor fp16 support."""
+    code = ("import torch; from sadtalker_models.precision import cpu_runs_natively as n; "
+            "print(n(torch.bfloat16), n(torch.float16), n(torch.float32))")
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False", "True"]
+
+
+@pytest.fixture(scope="module")
+def bf16_models_on_native_cpu(weights_dir):
+    """Models loaded with precision bf16 on a CPU that (as patched here) runs bf16 natively."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision, "cpu_runs_natively", lambda dtype: True)
+        return pipeline.load_models(weights_dir / CHECKPOINT_NAME, device="cpu", precision="bf16", cache=None)
+
+
+def test_only_the_generator_runs_in_reduced_precision(bf16_models_on_native_cpu):
+    models = bf16_models_on_native_cpu
+    assert models.dtype == torch.bfloat16
+    assert {p.dtype for p in models.nets.generator.parameters()} == {torch.bfloat16}
+    # head pose, expression and 3DMM paths stay float32 (they steer every frame)
+    for net in (models.nets.kp_detector, models.nets.recon, models.nets.expnet, models.nets.posevae,
+                models.mapping("crop"), models.mapping("full")):
+        assert {p.dtype for p in net.parameters()} == {torch.float32}, type(net).__name__
+
+
+def test_renderer_casts_inputs_to_the_generator_dtype(bf16_models_on_native_cpu, monkeypatch):
+    """The keypoint path reads the source in float32; only the generator gets bf16 inputs.
+
+    The generator's own convolutions are replaced by a recorder, so nothing runs in bf16 here.
+    """
+    from sadtalker_models.renderer import FaceRenderer
+
+    models = bf16_models_on_native_cpu
+    seen = {}
+    monkeypatch.setattr(models.nets.generator, "encode_source",
+                        lambda image, kp_source: seen.update(image=image.dtype, kp=kp_source.dtype))
+    renderer = FaceRenderer(models.nets.kp_detector, models.nets.generator, models.mapping("crop"))
+    assert renderer.dtype == torch.bfloat16
+    state = renderer.encode_source(torch.rand(1, 3, 128, 128), torch.zeros(1, 70, 27))
+    assert seen == {"image": torch.bfloat16, "kp": torch.float32}
+    assert state.kp_canonical.dtype == state.kp_source.dtype == torch.float32
+    assert renderer.driving_keypoints(state, torch.zeros(2, 70, 27)).dtype == torch.float32
+
+
+def test_slow_cpu_loads_everything_in_fp32(cpu_without_native_half, weights_dir, caplog):
+    with caplog.at_level(logging.WARNING, logger="sadtalker_models.precision"):
+        models = pipeline.load_models(weights_dir / CHECKPOINT_NAME, device="cpu", precision="bf16", cache=None)
+    assert models.dtype == torch.float32
+    assert {p.dtype for p in models.nets.generator.parameters()} == {torch.float32}
+    assert len(_warnings(caplog)) == 1
