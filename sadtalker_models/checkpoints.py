@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import logging
 import os
 import pickle
+import re
+import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +110,77 @@ def _damaged(path: Path, detail: str) -> CheckpointError:
         f"Checkpoint {path} is truncated or corrupt ({detail}).{expect} "
         f"Delete it and download it again{url}."
     )
+
+
+#: (magic bytes, offset, what the file is) for kinds of file people point a checkpoint input at by mistake.
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\x89PNG", 0, "a PNG image"), (b"\xff\xd8\xff", 0, "a JPEG image"), (b"GIF8", 0, "a GIF image"),
+    (b"WEBP", 8, "a WebP image"), (b"WAVE", 8, "a WAV audio file"), (b"ftyp", 4, "an MP4/MOV video"),
+    (b"\x1a\x45\xdf\xa3", 0, "a Matroska/WebM video"), (b"ID3", 0, "an MP3 audio file"),
+    (b"fLaC", 0, "a FLAC audio file"), (b"OggS", 0, "an Ogg audio file"), (b"\x1f\x8b", 0, "a gzip archive"),
+    (b"7z\xbc\xaf", 0, "a 7-Zip archive"), (b"Rar!", 0, "a RAR archive"),
+)
+
+
+def identify_file(path: str | os.PathLike) -> str | None:
+    """What ``path`` holds, in words for an error message, or None when it is not recognised.
+
+    E.g. "a SadTalker MappingNet file (70 inputs)", "a SadTalker V0.0.2 checkpoint", "a PNG image",
+    "a PyTorch checkpoint". Reads the file's first bytes and, for torch and safetensors files, its
+    table of contents (torch files with ``weights_only=True``). Only called when loading failed.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if not head:
+        return "an empty file"
+    for magic, offset, what in _MAGIC:
+        if head[offset:offset + len(magic)] == magic:
+            return what
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return _identify_torch_file(path)
+    if len(head) > 8 and head[8:9] == b"{":
+        return _identify_safetensors(path)
+    if head.lstrip()[:1] == b"<":
+        return "an HTML/XML page (a web page saved instead of the file?)"
+    return None
+
+
+def _identify_torch_file(path: Path) -> str | None:
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                return "a ZIP archive"
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        return "a PyTorch checkpoint holding Python objects"
+    except Exception:  # noqa: BLE001 - a damaged file: not recognised
+        return None
+    if isinstance(blob, dict) and isinstance(blob.get("mapping"), dict):
+        first = blob["mapping"].get("first.0.weight")
+        inputs = f" ({first.shape[1]} inputs)" if isinstance(first, torch.Tensor) and first.dim() == 3 else ""
+        return f"a SadTalker MappingNet file{inputs}"
+    if isinstance(blob, dict) and ("params_ema" in blob or "params" in blob):
+        return "a face restorer checkpoint (GFPGAN style)"
+    return "a PyTorch checkpoint"
+
+
+def _identify_safetensors(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(min(length, 100_000_000)))
+    except (ValueError, struct.error, OSError):
+        return None
+    tops = sorted({k.split(".", 1)[0] for k in header if k != "__metadata__"})
+    if set(SUBMODELS) <= set(tops):
+        return "a SadTalker V0.0.2 checkpoint"
+    return f"a safetensors file of another model (top-level names: {', '.join(tops[:5]) or 'none'})"
+
+
+def _wrong_kind(path: Path, kind: str, wanted: str, hint: str) -> CheckpointError:
+    return CheckpointError(f"{path} is {kind}, not {wanted}. {hint}")
 
 
 def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
@@ -225,10 +299,15 @@ def load_sadtalker(
                     f"Checkpoint {path} has unexpected top-level entries {', '.join(foreign[:5])}; "
                     "it is not an official SadTalker V0.0.2 file."
                 )
-    except SafetensorError as err:
-        raise _damaged(path, f"safetensors: {err}") from err
-    except OSError as err:
-        raise _damaged(path, str(err)) from err
+    except (SafetensorError, OSError) as err:
+        kind = identify_file(path)
+        if kind is not None and "safetensors" not in kind and "SadTalker V0.0.2" not in kind:
+            name = sadtalker_file_for(size or 256)
+            hint = " Mapping files are read from the folder of the SadTalker checkpoint." if "MappingNet" in kind else ""
+            raise _wrong_kind(path, kind, "a SadTalker checkpoint",
+                              f"Choose {name} (or the 512 one) instead; it is at {OFFICIAL_FILES[name].url}.{hint}"
+                              ) from err
+        raise _damaged(path, f"safetensors: {err}" if isinstance(err, SafetensorError) else str(err)) from err
     return SadTalkerNets(
         recon=nets["face_3drecon"],
         expnet=nets["audio2exp"],
@@ -257,15 +336,25 @@ def load_mapping(
     _check_exists(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"Checkpoint {path} contains objects other than tensors and plain containers, so it "
-            f"was refused (torch.load weights_only=True: {str(err).splitlines()[0]}). Use the "
-            "official file."
-        ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        kind = identify_file(path)
+        if kind is not None and not kind.startswith("a PyTorch"):
+            raise _wrong_kind(path, kind, "a SadTalker MappingNet file",
+                              f"Use mapping_00229-model.pth.tar or mapping_00109-model.pth.tar from {RELEASE_URL}."
+                              ) from err
+        if isinstance(err, pickle.UnpicklingError):
+            named = re.search(r"GLOBAL ([\w.]+)", str(err))
+            raise CheckpointError(
+                f"Checkpoint {path} holds Python objects{f' ({named.group(1)})' if named else ''} besides tensors "
+                "and plain containers. It was refused because loading such a file can run code; use the "
+                f"official mapping file from {RELEASE_URL}."
+            ) from err
         raise _damaged(path, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
     if not isinstance(blob, dict) or "mapping" not in blob or not isinstance(blob["mapping"], dict):
+        kind = identify_file(path)
+        if kind is not None and kind != "a PyTorch checkpoint":
+            raise _wrong_kind(path, kind, "a SadTalker MappingNet file",
+                              f"Use mapping_00229-model.pth.tar or mapping_00109-model.pth.tar from {RELEASE_URL}.")
         found = ", ".join(map(str, list(blob)[:5])) if isinstance(blob, dict) else type(blob).__name__
         raise CheckpointError(
             f"Checkpoint {path} has no 'mapping' entry (found: {found}); it is not a SadTalker "

@@ -4,7 +4,11 @@
 * :func:`load_audio` decodes the audio of any file ffmpeg can read to float32 ``(channels, n)``;
 * :class:`Mp4Writer` encodes frames as they arrive (H.264, yuv420p) and, on close, muxes the
   audio trimmed (or padded with silence) to exactly ``frames / fps`` seconds;
-* :func:`probe` reads duration and stream facts back from ffmpeg's ``-i`` banner.
+* :func:`probe` reads duration and stream facts back from ffmpeg's ``-i`` banner;
+* :func:`atomic_output` writes a file under a temporary name beside it and renames it into place
+  only when complete, so a failure or an interrupt never leaves a half-written output or destroys
+  an earlier file of the same name; :func:`check_writable` and :func:`output_lock` let a caller
+  find an unusable output, or another run writing the same one, before any heavy work.
 
 Nothing here keeps more than one batch of frames in memory.
 """
@@ -14,9 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import subprocess
-import tempfile
 import wave
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -172,8 +177,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
         try:
             with Image.open(path) as img:
-                img = ImageOps.exif_transpose(img)
-                return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+                return pil_to_rgb8(ImageOps.exif_transpose(img))
         except OSError as err:
             raise ValueError(f"Could not read image {path}: {err}") from err
     frames, _ = read_video(path, max_frames=1)
@@ -181,6 +185,133 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if first is None:
         raise ValueError(f"{path} holds no frames.")
     return first.copy()
+
+
+# --------------------------------------------------------------------------- safe outputs
+
+
+def temp_path_beside(path: str | os.PathLike, tag: str = "partial") -> Path:
+    """Create an empty, uniquely named file ``<stem>.<tag>.<random><suffix>`` in ``path``'s folder.
+
+    Same folder, so :func:`os.replace` onto ``path`` is an atomic rename; same suffix, so ffmpeg
+    picks the container from the name. Created with mode 0o666 less the umask, like a plain
+    ``open(path, "w")``, so the final file gets the user's usual permissions.
+    """
+    path = Path(path)
+    for _ in range(100):
+        candidate = path.with_name(f"{path.stem}.{tag}.{secrets.token_hex(4)}{path.suffix}")
+        try:
+            fd = os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return candidate
+    raise FileExistsError(f"Could not create a temporary file beside {path}.")
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike, tag: str = "partial") -> Iterator[Path]:
+    """Write ``path`` all at once: yields a temporary path in the same folder to write to.
+
+    When the block finishes, the temporary file replaces ``path`` (:func:`os.replace`, atomic on
+    one file system). On any exception, ``KeyboardInterrupt`` included, it is deleted and a file
+    already at ``path`` stays byte for byte as it was. The folder is created if needed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_beside(path, tag)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)   # gone already after a successful replace
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fail now, with a readable ValueError, if ``path`` cannot be written as an output file.
+
+    Catches a folder of that name, a read-only existing file, a parent that is a file or cannot be
+    created, and a folder where no file can be created. Creates missing parent folders.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"The output {path} is a folder; give a file name, e.g. {path / 'talking.mp4'}.")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"The output {path} exists and is read-only; choose another output file or make it writable.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"Cannot create the output folder {path.parent} ({err.strerror or err}); "
+                         "choose another output path.") from err
+    try:
+        temp_path_beside(path, "check").unlink()
+    except OSError as err:
+        raise ValueError(f"Cannot write files in {path.parent} ({err.strerror or err}); "
+                         "choose another output folder.") from err
+    return path
+
+
+@contextmanager
+def output_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``<path>.lock`` while writing ``path``, so a second run writing the same file fails at once.
+
+    The lock is an OS file lock (released even if the process is killed); the lock file is removed
+    on exit. Raises ValueError if another process holds it.
+    """
+    path = Path(path)
+    lock = path.with_name(path.name + ".lock")
+    while True:
+        fh = open(lock, "a+b")
+        try:
+            _lock_file(fh)
+        except OSError:
+            fh.close()
+            raise ValueError(f"Another run is already writing {path} (it holds {lock}); wait for it to finish "
+                             "or choose another output file.") from None
+        try:   # the holder before us may have removed the file after we opened it: lock the current one
+            same = os.path.samestat(os.fstat(fh.fileno()), os.stat(lock))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        fh.close()
+    try:
+        yield lock
+    finally:
+        if os.name == "nt":  # pragma: no cover - Windows cannot delete an open file
+            fh.close()
+        try:
+            lock.unlink(missing_ok=True)   # while still locked (POSIX), so no one locks a file going away
+        except OSError:  # pragma: no cover - best effort
+            logger.debug("could not remove %s", lock, exc_info=True)
+        fh.close()
+
+
+def _lock_file(fh) -> None:
+    """Non-blocking exclusive lock on an open file; OSError if another process holds it."""
+    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+        import msvcrt
+
+        msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def pil_to_rgb8(img) -> np.ndarray:
+    """A PIL image as RGB uint8 ``(H, W, 3)``, high-bit-depth grey scaled down rather than clipped.
+
+    PIL's own ``convert("RGB")`` clips 16-bit grey (``I;16*``, ``I``) and float (``F``) pixels at
+    255, which turns a 16-bit grey PNG white. Those are scaled from 0..65535 (0..1 for float
+    images whose values stay within 1, else 0..255) to 0..255 instead.
+    """
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        values = np.asarray(img, dtype=np.float64)
+        full = 65535.0 if img.mode != "F" else (1.0 if values.size == 0 or np.nanmax(values) <= 1.0 else 255.0)
+        grey = np.clip(np.rint(np.nan_to_num(values) * (255.0 / full)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
 # --------------------------------------------------------------------------- writing
@@ -220,8 +351,10 @@ class Mp4Writer:
                 out.write(batch)
 
     Frame sizes must stay constant. Odd sides are scaled to the next even number (yuv420p).
-    The audio is muxed only when the writer closes normally; on an exception the partial
-    files are removed.
+    Frames go to a temporary file beside ``path``; the audio is muxed and the result renamed onto
+    ``path`` only when the writer closes normally (:func:`atomic_output`). On an exception or an
+    interrupt, at any point, the temporary files are removed and a file already at ``path`` is
+    left untouched.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float = 25.0, audio: np.ndarray | None = None,
@@ -250,12 +383,7 @@ class Mp4Writer:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.size = (width, height)
-        if self.audio is not None:
-            fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix=self.path.stem + ".video.", dir=self.path.parent)
-            os.close(fd)
-            self._video_path = Path(tmp)
-        else:
-            self._video_path = self.path
+        self._video_path = temp_path_beside(self.path, "video")
         self._gen = imageio_ffmpeg.write_frames(
             str(self._video_path), (width, height), fps=self.fps, codec="libx264", pix_fmt_in="rgb24",
             pix_fmt_out="yuv420p", quality=self.quality, macro_block_size=2, ffmpeg_log_level="error",
@@ -284,19 +412,20 @@ class Mp4Writer:
         """Finish the video and mux the audio; returns the output path."""
         if self._gen is None:
             raise ValueError(f"No frames were written to {self.path}.")
-        self._gen.close()
-        self._gen = None
-        if self.audio is not None and self._video_path != self.path:
-            try:
+        try:
+            self._gen.close()
+            self._gen = None
+            if self.audio is not None:
                 mux_audio(self._video_path, self.audio, int(self.sample_rate or 16000), self.path,
                           self.frames_written, self.fps)
-            finally:
-                self._video_path.unlink(missing_ok=True)
+            else:
+                os.replace(self._video_path, self.path)
+        finally:
+            self.abort()   # removes the temporary video (and stops ffmpeg if closing was interrupted)
         return self.path
 
     def abort(self) -> None:
-        """Stop writing and delete what this writer wrote (a file already at ``path`` is kept unless
-        this writer had started overwriting it)."""
+        """Stop writing and delete this writer's temporary files; a file already at ``path`` is kept."""
         if self._gen is not None:
             try:
                 self._gen.close()
@@ -310,17 +439,20 @@ class Mp4Writer:
 
 def mux_audio(video_path: str | os.PathLike, audio: np.ndarray, sample_rate: int, out_path: str | os.PathLike,
               num_frames: int, fps: float = 25.0) -> Path:
-    """Copy the video stream of ``video_path`` and add ``audio`` cut to ``num_frames / fps`` seconds."""
+    """Copy the video stream of ``video_path`` and add ``audio`` cut to ``num_frames / fps`` seconds.
+
+    ``out_path`` is replaced only by a complete file (:func:`atomic_output`)."""
     out_path = Path(out_path)
     trimmed = fit_audio(audio, sample_rate, num_frames, fps)
-    fd, wav_path = tempfile.mkstemp(suffix=".wav", prefix=out_path.stem + ".audio.", dir=out_path.parent)
-    os.close(fd)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    wav_path = temp_path_beside(out_path.with_suffix(".wav"), "audio")
     try:
         write_wav(wav_path, trimmed, sample_rate)
-        _run_ffmpeg(["-y", "-v", "error", "-i", str(video_path), "-i", wav_path, "-map", "0:v:0", "-map", "1:a:0",
-                     "-c:v", "copy", "-c:a", "aac", "-b:a", "192k", "-t", f"{num_frames / fps:.6f}",
-                     "-movflags", "+faststart", str(out_path)],
-                    f"mux audio into {out_path}")
+        with atomic_output(out_path) as tmp:   # an earlier out_path survives any failure or interrupt
+            _run_ffmpeg(["-y", "-v", "error", "-i", str(video_path), "-i", str(wav_path), "-map", "0:v:0",
+                         "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "192k",
+                         "-t", f"{num_frames / fps:.6f}", "-movflags", "+faststart", str(tmp)],
+                        f"mux audio into {out_path}")
     finally:
-        Path(wav_path).unlink(missing_ok=True)
+        wav_path.unlink(missing_ok=True)
     return out_path
