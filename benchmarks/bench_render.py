@@ -1,6 +1,6 @@
 """Renderer benchmark (a script, not a test).
 
-Renders frames with deterministic stand-in weights (``../shared/parity/make_weights.py``) and
+Renders frames with deterministic stand-in weights (``sadtalker_models/stand_in_weights.py``) and
 prints, per size and configuration, frames/s, peak host RSS, peak device memory and the max/mean
 absolute difference from our float32 output:
 
@@ -26,10 +26,7 @@ import argparse
 import copy
 import gc
 import importlib
-import importlib.util
-import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,13 +38,12 @@ import torch.nn.functional as F
 from sadtalker_models.networks.keypoint_detector import KPDetector
 from sadtalker_models.networks.mapping_net import MappingNet
 from sadtalker_models.networks.spade_generator import OcclusionAwareSPADEGenerator
+from sadtalker_models.precision import cpu_runs_natively
 from sadtalker_models.renderer import FaceRenderer, transform_keypoints
+from sadtalker_models.stand_in_weights import SADTALKER_MANIFEST, read_manifest, stand_in_state_dict
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SADTALKER_SHARED_DIR", REPO.parent / "shared"))
-PARITY = SHARED / "parity"
-MANIFEST = PARITY / "manifests" / "SadTalker_V0.0.2.safetensors.json"
-MAPPING_MANIFEST = PARITY / "manifests" / "mapping_00229-model.pth.tar.json"
+DATA = REPO / "tests" / "data"  # the parity cases and media kept as test data
 
 TARGETS = {
     "cpu_fp32_speedup": 1.1,
@@ -58,18 +54,11 @@ TARGETS = {
 
 
 # ----------------------------------------------------------------------------- weights and inputs
-def load_make_weights():
-    spec = importlib.util.spec_from_file_location("shared_make_weights", PARITY / "make_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def stand_in_state(prefix: str, seed: int) -> dict[str, torch.Tensor]:
     """Stand-in tensors of one safetensors prefix, with the prefix stripped."""
-    manifest = json.loads(MANIFEST.read_text())
+    manifest = read_manifest(SADTALKER_MANIFEST)
     wanted = {k: v for k, v in manifest.items() if k.startswith(prefix + ".")}
-    state = load_make_weights().make_state_dict(wanted, seed)
+    state = stand_in_state_dict(wanted, seed)
     return {k[len(prefix) + 1:]: v for k, v in state.items()}
 
 
@@ -86,7 +75,7 @@ class Nets:
 
 
 def make_renderer_nets(seed: int) -> Nets:
-    mapping_state = load_make_weights().make_state_dict(json.loads(MAPPING_MANIFEST.read_text()), seed)
+    mapping_state = stand_in_state_dict(read_manifest("mapping_00229-model.pth.tar"), seed)
     return Nets(
         kp=build(KPDetector(), stand_in_state("kp_extractor", seed)),
         gen=build(OcclusionAwareSPADEGenerator(), stand_in_state("generator", seed)),
@@ -96,7 +85,7 @@ def make_renderer_nets(seed: int) -> Nets:
 
 def make_inputs(size: int, frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Source image `(1, 3, S, S)`, source windows `(1, 70, 27)`, target windows `(T, 70, 27)`."""
-    case = PARITY / "cases" / "facerender_crop256.safetensors"
+    case = DATA / "cases" / "facerender_crop256.safetensors"
     if case.exists():
         from safetensors.torch import load_file
 
@@ -243,7 +232,7 @@ def time_other_stages(seed: int, device: torch.device) -> list[str]:
         from sadtalker_models.audio import audio_to_mel_windows
         from sadtalker_models.coefficients import audio_to_coefficients
 
-        wav_path = SHARED / "media" / "speech_en_16k_3s.wav"
+        wav_path = DATA / "media" / "speech_en_16k_3s.wav"
         with wave.open(str(wav_path)) as fh:
             rate = fh.getframerate()
             pcm = np.frombuffer(fh.readframes(fh.getnframes()), dtype=np.int16).astype(np.float32) / 32768.0
@@ -267,7 +256,7 @@ def time_other_stages(seed: int, device: torch.device) -> list[str]:
         from sadtalker_models.face3dmm import extract_coeff_3dmm
 
         recon = stage_net("face_3drecon", seed, device)
-        case = load_file(str(PARITY / "cases" / "extract_3dmm.safetensors"))
+        case = load_file(str(DATA / "cases" / "extract_3dmm.safetensors"))
         image, lm68 = case["image"].numpy(), case["lm68"].numpy()
         with torch.inference_mode():
             extract_coeff_3dmm(recon, image, lm68)  # warm-up
@@ -313,7 +302,12 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {frames} frames, our batch {batch}")
     base = make_renderer_nets(args.seed)
     base = Nets(base.kp.to(device), base.gen.to(device), base.mapping.to(device))
-    low_dtypes = [torch.float16, torch.bfloat16] if cuda else [torch.bfloat16]
+    # on a CPU only the reduced precision it runs natively (elsewhere it is ~200x slower; see precision.py)
+    low_dtypes = [torch.float16, torch.bfloat16] if cuda else \
+        [d for d in (torch.bfloat16, torch.float16) if cpu_runs_natively(d)]
+    cpu = torch.backends.cpu.get_cpu_capability()
+    print(f"CPU vector ISA {cpu}; native reduced precision: "
+          f"{', '.join(str(d).removeprefix('torch.') for d in low_dtypes) or 'none (fp32 only)'}")
 
     header = f"{'size':>4} {'configuration':<22} {'frames/s':>9} {'s/frame':>8} {'speed-up':>8} " \
              f"{'peak RSS MiB':>12} {'RSS +MiB':>9} {'peak dev MiB':>12} {'max err':>9} {'mean err':>9}"

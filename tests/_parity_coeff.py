@@ -1,6 +1,6 @@
 """Parity checks for the coefficient stages, called by ``tests/test_parity.py``.
 
-Tolerances are exactly those of ``../shared/parity/README.md``:
+Tolerances are exactly those of ``tests/data/README.md``:
 
 * coefficients, keypoints, ``full_coeff``, ``trans_params``, camera sequences:
   ``torch.allclose(atol=1e-4, rtol=1e-4)``;

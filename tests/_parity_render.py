@@ -3,7 +3,7 @@
 Called by ``tests/test_parity.py`` with the case, the networks loaded through the real loader and
 the MappingNet of the case's preprocess mode. The renderer runs the way users run it (merged
 SPADE convolutions, source encoded once, frames in batches of 2); the networks' own forward passes are
-checked for the canonical keypoints. Tolerances are those of ``../shared/parity/README.md``.
+checked for the canonical keypoints. Tolerances are those of ``tests/data/README.md``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,23 @@ logger = logging.getLogger(__name__)
 
 KP_ATOL = 1e-4
 KP_RTOL = 1e-4
-FRAMES_MAX = 2e-3
 FRAMES_MEAN = 2e-4
+# Full-frame cases (73-input mapping, large coefficients) amplify float32 reordering: the original
+# code itself, run again, misses its own stored frames by up to 2.8e-3 there (tests/data/README.md).
+FRAMES_MAX = {"crop": 2e-3, "extcrop": 2e-3, "resize": 2e-3, "full": 4e-3, "extfull": 4e-3}
+
+
+def check_frames(label: str, preprocess: str, frames: torch.Tensor, want: torch.Tensor) -> None:
+    """Frames within the mean bound and the max bound of the case's ``preprocess`` mode."""
+    assert preprocess in FRAMES_MAX, f"{label}: unknown preprocess mode {preprocess!r}"
+    assert frames.shape == want.shape, f"{label}: frames {tuple(frames.shape)} != {tuple(want.shape)}"
+    bound = FRAMES_MAX[preprocess]
+    err = (frames - want).abs()
+    max_err, mean_err = err.max().item(), err.mean().item()
+    logger.info("%s frames max abs error %.3g, mean %.3g", label, max_err, mean_err)
+    assert max_err <= bound and mean_err <= FRAMES_MEAN, (
+        f"{label}: frames max abs error {max_err:.3g} (bound {bound} for {preprocess}), "
+        f"mean {mean_err:.3g} (bound {FRAMES_MEAN})")
 
 
 def _check_keypoints(label: str, got: torch.Tensor, want: torch.Tensor) -> None:
@@ -75,10 +90,4 @@ def check_render(case, models, mapping) -> None:
     total = want.shape[0]
     assert calls and calls[-1] == (total, total), f"{case.name}: progress calls {calls}"
     assert frames.dtype == torch.float32 and frames.device.type == "cpu"
-    assert frames.shape == want.shape, f"{case.name}: frames {tuple(frames.shape)} != {tuple(want.shape)}"
-    err = (frames - want).abs()
-    max_err, mean_err = err.max().item(), err.mean().item()
-    logger.info("%s frames max abs error %.3g, mean %.3g", case.name, max_err, mean_err)
-    assert max_err <= FRAMES_MAX and mean_err <= FRAMES_MEAN, (
-        f"{case.name}: frames max abs error {max_err:.3g} (bound {FRAMES_MAX}), "
-        f"mean {mean_err:.3g} (bound {FRAMES_MEAN})")
+    check_frames(case.name, meta["preprocess"], frames, want)

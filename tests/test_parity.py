@@ -3,7 +3,7 @@
 Each ``*.safetensors`` case is dispatched on its ``stage`` metadata and run through the project's
 real checkpoint loader on the stand-in weights of its ``weights_seed``; ``face_crop.json`` checks
 the crop geometry. A stage this suite does not know fails the test, so a new kind of case can
-never pass by being ignored. Tolerances are those of ``../shared/parity/README.md``.
+never pass by being ignored. Tolerances are those of ``tests/data/README.md``.
 """
 
 from __future__ import annotations
@@ -63,3 +63,33 @@ RENDER_CASES = [p for p in CASE_FILES if p.suffix == ".safetensors" and ParityCa
 def test_parity_render_assembly(path, parity_models):
     """The other half of each ``facerender_*`` case: building its windows from coefficients."""
     _run_assembly(ParityCase(path), parity_models)
+
+
+def _frames_of_mode(full: bool) -> ParityCase:
+    for path in RENDER_CASES:
+        case = ParityCase(path)
+        if (case.meta["preprocess"] in ("full", "extfull")) == full:
+            return case
+    pytest.skip(f"{PARITY_CASES} has no {'full/extfull' if full else 'crop-mode'} render case")
+
+
+@pytest.mark.parametrize("full, perturbation, passes", [
+    (True, 3e-3, True),    # inside the full/extfull bound of 4e-3 (the original itself misses by 2.8e-3)
+    (True, 5e-3, False),
+    (False, 1.5e-3, True),
+    (False, 3e-3, False),  # crop modes keep the 2e-3 bound
+])
+def test_frames_bound_follows_the_case_mode(full, perturbation, passes):
+    """The frames bound is read from the case's ``preprocess`` metadata, and it still bites."""
+    import _parity_render
+
+    case = _frames_of_mode(full)
+    want = case.tensors["frames"]
+    got = want.clone()
+    got[0, 1, 5, 7] += perturbation if got[0, 1, 5, 7] < 0.5 else -perturbation  # one pixel, stays in 0..1
+    check = lambda: _parity_render.check_frames(case.name, case.meta["preprocess"], got, want)  # noqa: E731
+    if passes:
+        check()
+    else:
+        with pytest.raises(AssertionError, match="max abs error"):
+            check()
