@@ -57,6 +57,19 @@ def destination(file: OfficialFile, models_dir: Path, enhancer_dir: Path | None 
     return models_dir / file.name
 
 
+def make_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents); DownloadError in words when a file is in the way or it cannot be made."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        raise DownloadError(f"Cannot use {folder} as a folder for the weights: {blocker} is a file. "
+                            "Give the path of a folder (it is created if missing).") from err
+    except OSError as err:
+        raise DownloadError(f"Cannot create the folder {folder} for the weights ({err.strerror or err}); "
+                            "choose another folder.") from err
+
+
 def sha256_file(path: Path, digest=None) -> str:
     digest = digest or hashlib.sha256()
     with open(path, "rb") as fh:
@@ -97,7 +110,7 @@ def download_file(file: OfficialFile, target: Path, progress: ProgressFn | None 
     Raises :class:`DownloadError` on network failure (keeping the ``.part`` for a later resume) and
     on a size or sha256 mismatch (deleting the bad ``.part``).
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(target.parent)
     part = target.with_name(target.name + ".part")
     start = part.stat().st_size if part.is_file() else 0
     if start > file.size:
@@ -174,6 +187,8 @@ def download_all(models_dir: str | os.PathLike, files: Iterable[OfficialFile] | 
     models_dir = Path(models_dir)
     enhancer = Path(enhancer_dir) if enhancer_dir else None
     files = list(files if files is not None else select_files())
+    for folder in sorted({destination(f, models_dir, enhancer).parent for f in files}):
+        make_folder(folder)
     saved: list[Path] = []
     failures: list[tuple[OfficialFile, str]] = []
     for f in files:
