@@ -60,9 +60,18 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"Unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps.") from err
     mps = getattr(torch.backends, "mps", None)
-    if (dev.type == "cuda" and not torch.cuda.is_available()) or \
-            (dev.type == "mps" and not (mps is not None and mps.is_available())):
-        raise ValueError(f"Device {device!r} is not available with this torch build; use auto or cpu.")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        if torch.version.cuda or getattr(torch.version, "hip", None):
+            raise ValueError(f"Device {device!r}: this torch supports CUDA but sees no usable GPU (check the driver "
+                             "with nvidia-smi, and CUDA_VISIBLE_DEVICES); use auto or cpu.")
+        raise ValueError(f"Device {device!r}: this torch build has no CUDA support (a CPU-only build); install a "
+                         "CUDA build of torch, or use auto or cpu.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"Device {device!r} does not exist: torch sees {torch.cuda.device_count()} GPU(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
+    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ValueError(f"Device {device!r} (Apple GPU) is not available on this machine or torch build; "
+                         "use auto or cpu.")
     return dev
 
 
@@ -283,6 +292,21 @@ class Coefficients:
     blink: torch.Tensor | None = None    # (T,) blink ratio used (None for reference-driven)
     source: str = "audio"                # "audio" or "reference"
     info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse coefficients that cannot render: a frame rate that is not a positive number, or
+        NaN/infinite values (which would give black frames without an error)."""
+        try:
+            fps = float(self.fps)
+        except (TypeError, ValueError):
+            fps = math.nan
+        if not math.isfinite(fps) or fps <= 0:
+            raise ValueError(f"The coefficients' frame rate must be a positive number of frames per second, got "
+                             f"{self.fps!r}: they (or the file they were loaded from) are damaged; make them again.")
+        self.fps = fps
+        if not bool(torch.isfinite(torch.as_tensor(self.coeffs)).all()):
+            raise ValueError("The coefficients contain NaN or infinite values, which would render black frames: "
+                             "they (or the file they were loaded from) are damaged; make them again.")
 
     @property
     def num_frames(self) -> int:
@@ -505,6 +529,8 @@ def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficient
         raise ValueError("The coefficients input is not SadTalker coefficients; connect an audio or reference node.")
     if batch_size < 1:
         raise ValueError(f"Batch size must be at least 1, got {batch_size}.")
+    if not math.isfinite(float(expression_scale)):
+        raise ValueError(f"The expression scale must be a finite number (1 = as predicted), got {expression_scale}.")
     t = coeffs.num_frames
     if t < 1:
         raise ValueError("The coefficients have no frames.")
