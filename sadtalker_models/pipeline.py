@@ -62,10 +62,10 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     mps = getattr(torch.backends, "mps", None)
     if dev.type == "cuda" and not torch.cuda.is_available():
         if torch.version.cuda or getattr(torch.version, "hip", None):
-            raise ValueError(f"Device {device!r}: this torch supports CUDA but sees no usable GPU (check the driver "
-                             "with nvidia-smi, and CUDA_VISIBLE_DEVICES); use auto or cpu.")
-        raise ValueError(f"Device {device!r}: this torch build has no CUDA support (a CPU-only build); install a "
-                         "CUDA build of torch, or use auto or cpu.")
+            raise ValueError(f"Device {device!r} is not available: this torch supports CUDA but sees no usable GPU "
+                             "(check the driver with nvidia-smi, and CUDA_VISIBLE_DEVICES); use auto or cpu.")
+        raise ValueError(f"Device {device!r} is not available: this torch build has no CUDA support (a CPU-only "
+                         "build); install a CUDA build of torch, or use auto or cpu.")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ValueError(f"Device {device!r} does not exist: torch sees {torch.cuda.device_count()} GPU(s), "
                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}.")
