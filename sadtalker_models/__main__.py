@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 logger = logging.getLogger("sadtalker_models")
@@ -88,8 +92,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+ANGLE_FLAGS = ("--yaw", "--pitch", "--roll")
+
+
+def join_negative_values(argv: list[str]) -> list[str]:
+    """``--yaw -10,20`` -> ``--yaw=-10,20``: argparse takes a value that starts with ``-`` and is not
+    a plain number for an option, so angle paths starting with a negative number need the ``=`` form."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in ANGLE_FLAGS and re.match(r"-\.?\d", arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C's KeyboardInterrupt so that the same cleanup runs."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame) -> None:
+    raise Stopped(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run the command line; SIGTERM and SIGHUP stop it as cleanly as Ctrl-C (exit status 128 + signal)."""
+    signums = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = {signum: signal.signal(signum, _raise_stopped) for signum in signums}
+    try:
+        return _main(argv)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    argv = join_negative_values(list(sys.argv[1:] if argv is None else argv))
     first = next((a for a in argv if not a.startswith("-")), None)
     if first not in SUBCOMMANDS and not any(a in ("-h", "--help") for a in argv[:1]):
         # the main job is the default command: insert "run" after the global flags
@@ -105,9 +149,11 @@ def main(argv: list[str] | None = None) -> int:
             return run(args)
         build_parser().print_help()
         return 2
-    except KeyboardInterrupt:
-        logger.error("Interrupted.")
-        return 130
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        logger.error("Interrupted (%s); temporary files were removed and no output was changed.",
+                     signal.Signals(signum).name)
+        return 128 + int(signum)
     except (ValueError, RuntimeError, OSError) as err:
         logger.debug("details", exc_info=True)
         logger.error("%s", err)
@@ -166,19 +212,81 @@ class _download_progress:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Check the arguments and the output, hold the output's lock, then render (:func:`_render`)."""
+    from sadtalker_models.video import check_writable, output_lock
+
+    out = check_run_args(args)
+    check_writable(out)
+    with output_lock(out):
+        return _render(args)
+
+
+def check_run_args(args: argparse.Namespace) -> Path:
+    """Every check that needs no decoding or model: numbers in range, input files present; the output path."""
+    from sadtalker_models import pipeline
+
+    out = Path(args.out)
+    if not 0 <= args.pose_style <= pipeline.MAX_POSE_STYLE:
+        raise ValueError(f"--pose-style must be between 0 and {pipeline.MAX_POSE_STYLE}, got {args.pose_style}.")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}.")
+    if not math.isfinite(args.expression_scale):
+        raise ValueError(f"--expression-scale must be a finite number (1 = as predicted), got {args.expression_scale}.")
+    for name in ("yaw", "pitch", "roll"):
+        pipeline.parse_angles(getattr(args, name), name)
+    for flag in ("image", "audio", "checkpoint", "ref_video", "ref_pose", "ref_eyeblink", "enhancer"):
+        path = getattr(args, flag, None)
+        if path and not Path(path).is_file():
+            what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+            raise ValueError(f"--{flag.replace('_', '-')} {path} {what}; check the path.")
+    return out
+
+
+def check_speech(wave, rate: int, path: str) -> None:
+    """The checks the coefficient stage makes on the speech (finite samples, at least one 40-ms frame), now."""
+    from sadtalker_models.audio import SAMPLE_RATE, num_video_frames, to_mono_16k
+
+    try:
+        samples = to_mono_16k(wave, rate).shape[0]
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    if num_video_frames(samples) < 1:
+        raise ValueError(f"The audio of {path} is too short ({samples / SAMPLE_RATE * 1000:.1f} ms); at least 40 ms "
+                         "(one 25-fps video frame) of speech is needed.")
+
+
+def check_model_files(args: argparse.Namespace, checkpoint: Path):
+    """Before the big checkpoint is read: the device, the mapping file, the reference videos and the
+    enhancer (loaded here, and returned, or None)."""
+    from sadtalker_models import pipeline
+    from sadtalker_models.checkpoints import load_mapping, mapping_file_for
+    from sadtalker_models.video import probe
+
+    device = pipeline.resolve_device(args.device)
+    load_mapping(Path(checkpoint.parent if args.checkpoint else args.models_dir) / mapping_file_for(args.preprocess))
+    for flag in ("ref_video", "ref_pose", "ref_eyeblink"):
+        path = getattr(args, flag)
+        if path and not probe(path).video:
+            raise ValueError(f"--{flag.replace('_', '-')} {path} has no video stream; give a video of a face.")
+    if not args.enhancer:
+        return None
+    from sadtalker_models.enhance import load_face_restorer
+
+    return load_face_restorer(args.enhancer, device=device)
+
+
+def _render(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from sadtalker_models import pipeline
     from sadtalker_models.video import Mp4Writer, load_audio, read_image, read_video
 
     out = Path(args.out)
-    if out.suffix.lower() != ".mp4":
-        raise ValueError(f"The output must be an .mp4 file, got {out}.")
     image = read_image(args.image)
     wave, rate = load_audio(args.audio)
+    check_speech(wave, rate, args.audio)
     checkpoint = Path(args.checkpoint) if args.checkpoint else pipeline.find_checkpoint(args.models_dir, args.size or 256)
-    for name in ("yaw", "pitch", "roll"):
-        pipeline.parse_angles(getattr(args, name), name)   # fail early on a typo
+    restorer = check_model_files(args, checkpoint)
 
     models = pipeline.load_models(checkpoint, device=args.device, precision=args.precision,
                                   mapping_dir=args.models_dir if not args.checkpoint else None)
@@ -206,12 +314,10 @@ def run(args: argparse.Namespace) -> int:
     total = coeffs.num_frames
     logger.info("%d frames (%.2f s) at 25 fps", total, coeffs.duration)
 
-    restorer = detector = None
-    if args.enhancer:
-        from sadtalker_models.enhance import load_face_restorer
+    detector = None
+    if restorer is not None:
         from sadtalker_models.face.landmarks import make_landmark_detector
 
-        restorer = load_face_restorer(args.enhancer, device=models.device)
         detector = make_landmark_detector(args.landmark_backend, args.landmark_dir)
 
     bar = tqdm(total=total, unit="frame", desc="render", disable=args.quiet)

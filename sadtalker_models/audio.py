@@ -185,11 +185,9 @@ def mel_basis() -> np.ndarray:
 STFT_BLOCK = 2048  # STFT frames per block (bounds memory for long clips; results do not depend on it)
 
 
-def _mel_energies(y: np.ndarray) -> np.ndarray:
-    """Mel energies ``(80, frames)`` float64 of ``|STFT|``: periodic Hann 800, hop 200, centred
-    with zero padding; frame ``j`` covers padded samples ``[200j, 200j+800)``."""
-    pad = N_FFT // 2
-    padded = np.pad(y, (pad, pad), mode="constant")
+def _mel_energies_padded(padded: np.ndarray) -> np.ndarray:
+    """Mel energies ``(80, frames)`` float64 of ``|STFT|`` of an already padded pre-emphasised signal:
+    periodic Hann 800, hop 200; frame ``j`` covers ``padded[200j : 200j+800]``."""
     n_frames = 1 + (padded.shape[0] - N_FFT) // HOP
     frames = np.lib.stride_tricks.as_strided(
         padded,
@@ -198,12 +196,25 @@ def _mel_energies(y: np.ndarray) -> np.ndarray:
         writeable=False,
     )
     window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)
-    basis = mel_basis()
+    basis = mel_basis().astype(np.float64)  # the float32 basis in float64 (cast once: a mixed-type matmul is slow)
     out = np.empty((N_MELS, n_frames), dtype=np.float64)
     for i in range(0, n_frames, STFT_BLOCK):
         mag = np.abs(np.fft.rfft(frames[i : i + STFT_BLOCK] * window, axis=1))
-        out[:, i : i + STFT_BLOCK] = basis @ mag.T  # float32 basis promoted to float64
+        out[:, i : i + STFT_BLOCK] = basis @ mag.T
     return out
+
+
+def _mel_energies(y: np.ndarray) -> np.ndarray:
+    """Mel energies ``(80, frames)`` of a whole pre-emphasised signal, centred with zero padding."""
+    pad = N_FFT // 2
+    return _mel_energies_padded(np.pad(y, (pad, pad), mode="constant"))
+
+
+def _normalise(mel: np.ndarray) -> np.ndarray:
+    """Mel energies ``(80, rows)`` -> dB, symmetric normalisation to [-4, 4], transposed ``(rows, 80)``."""
+    db = 20.0 * np.log10(np.maximum(1e-5, mel)) - REF_LEVEL_DB
+    norm = np.clip(2 * MAX_ABS * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS, -MAX_ABS, MAX_ABS)
+    return norm.T
 
 
 def mel_spectrogram(wav16k: np.ndarray) -> np.ndarray:
@@ -220,16 +231,41 @@ def mel_spectrogram(wav16k: np.ndarray) -> np.ndarray:
     if x.ndim != 1 or x.shape[0] == 0:
         raise ValueError(f"mel_spectrogram expects a non-empty 1-D waveform, got shape {tuple(x.shape)}.")
     y = lfilter([1.0, -PREEMPHASIS], [1.0], x)
-    mel = _mel_energies(np.ascontiguousarray(y))
-    db = 20.0 * np.log10(np.maximum(1e-5, mel)) - REF_LEVEL_DB
-    norm = np.clip(2 * MAX_ABS * ((db - MIN_LEVEL_DB) / -MIN_LEVEL_DB) - MAX_ABS, -MAX_ABS, MAX_ABS)
-    return norm.T
+    return _normalise(_mel_energies(np.ascontiguousarray(y)))
 
 
-def window_starts(num_frames: int) -> np.ndarray:
-    """First mel row of each frame's window: ``trunc(16*(i-2)/5)`` (toward zero), ``(T,)`` int64."""
-    s = 16 * (np.arange(num_frames, dtype=np.int64) - 2)
+def mel_rows(wav16k: np.ndarray, first: int, stop: int) -> np.ndarray:
+    """Rows ``first .. stop-1`` of :func:`mel_spectrogram` of ``wav16k``, computed from only the
+    samples they cover (``(stop - first, 80)`` float64): the long-audio path, memory bounded by the
+    number of rows asked for."""
+    n = wav16k.shape[0]
+    n_rows = n // HOP + 1
+    if not 0 <= first < stop <= n_rows:
+        raise ValueError(f"mel rows {first}..{stop} are outside 0..{n_rows} of a {n}-sample waveform.")
+    pad = N_FFT // 2
+    lo, hi = HOP * first - pad, HOP * (stop - 1) - pad + N_FFT  # sample range of the padded frames
+    a, b = max(lo, 0), min(hi, n)
+    segment = np.zeros(hi - lo, dtype=np.float64)
+    if b > a:
+        # pre-emphasis needs the sample before a; filtering from a-1 and dropping the first output
+        # gives the same values as filtering the whole signal
+        start = max(a - 1, 0)
+        y = lfilter([1.0, -PREEMPHASIS], [1.0], np.asarray(wav16k[start:b], dtype=np.float64))
+        segment[a - lo : b - lo] = y[a - start :]
+    return _normalise(_mel_energies_padded(segment))
+
+
+def window_starts(num_frames: int, first: int = 0) -> np.ndarray:
+    """First mel row of the windows of frames ``first .. num_frames-1``: ``trunc(16*(i-2)/5)``
+    (toward zero), ``(num_frames - first,)`` int64."""
+    s = 16 * (np.arange(first, num_frames, dtype=np.int64) - 2)
     return np.sign(s) * (np.abs(s) // 5)
+
+
+def _window_rows(num_frames: int, n_mel: int, first: int = 0) -> np.ndarray:
+    """Mel row indices ``(num_frames - first, 16)`` of each frame's window, clamped to ``[0, n_mel-1]``."""
+    rows = window_starts(num_frames, first)[:, None] + np.arange(WINDOW_STEPS)[None, :]
+    return np.clip(rows, 0, n_mel - 1)
 
 
 def mel_windows(mel: np.ndarray, num_frames: int) -> np.ndarray:
@@ -244,21 +280,12 @@ def mel_windows(mel: np.ndarray, num_frames: int) -> np.ndarray:
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}.")
-    rows = window_starts(num_frames)[:, None] + np.arange(WINDOW_STEPS)[None, :]
-    rows = np.clip(rows, 0, mel.shape[0] - 1)
+    rows = _window_rows(num_frames, mel.shape[0])
     return np.ascontiguousarray(np.asarray(mel)[rows].transpose(0, 2, 1).astype(np.float32))
 
 
-def audio_to_mel_windows(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> torch.Tensor:
-    """Waveform (any rate/channels, see :func:`to_mono_16k`) -> mel windows ``(T, 80, 16)`` float32.
-
-    ``T = floor(len16k / 640)``; the 16 kHz waveform is cut to ``640*T`` samples first.
-    Add the batch and channel axes (``[None, :, None]``) for ``(1, T, 1, 80, 16)``.
-
-    Raises:
-        ValueError: see :func:`to_mono_16k`, or audio shorter than one 25-fps frame (640 samples
-        at 16 kHz, i.e. 40 ms).
-    """
+def _speech_16k(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
+    """Mono 16 kHz samples cut to ``640*T`` and ``T``; ValueError for audio shorter than one frame."""
     wav = to_mono_16k(waveform, sample_rate)
     t = num_video_frames(wav.shape[0])
     if t < 1:
@@ -266,5 +293,58 @@ def audio_to_mel_windows(waveform: torch.Tensor | np.ndarray, sample_rate: int) 
             f"The audio is too short: {wav.shape[0]} samples at 16 kHz ({wav.shape[0] / SAMPLE_RATE * 1000:.1f} ms) "
             f"is less than one 25-fps video frame ({SAMPLES_PER_FRAME} samples, 40 ms); give a longer clip."
         )
-    mel = mel_spectrogram(wav[: t * SAMPLES_PER_FRAME])
-    return torch.from_numpy(mel_windows(mel, t))
+    return wav[: t * SAMPLES_PER_FRAME], t
+
+
+def audio_to_mel_windows(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> torch.Tensor:
+    """Waveform (any rate/channels, see :func:`to_mono_16k`) -> mel windows ``(T, 80, 16)`` float32.
+
+    ``T = floor(len16k / 640)``; the 16 kHz waveform is cut to ``640*T`` samples first.
+    Add the batch and channel axes (``[None, :, None]``) for ``(1, T, 1, 80, 16)``.
+    For long audio use :func:`lazy_mel_windows`, which computes the same windows on request.
+
+    Raises:
+        ValueError: see :func:`to_mono_16k`, or audio shorter than one 25-fps frame (640 samples
+        at 16 kHz, i.e. 40 ms).
+    """
+    wav, t = _speech_16k(waveform, sample_rate)
+    return torch.from_numpy(mel_windows(mel_spectrogram(wav), t))
+
+
+class MelWindows:
+    """The mel windows of a 16 kHz waveform, computed for a range of frames when asked.
+
+    ``get(a, b)`` gives frames ``a .. b-1`` as ``(b - a, 80, 16)`` float32: the same values as
+    ``audio_to_mel_windows(...)[a:b]``, computed from only the samples those frames cover, so
+    memory is bounded by the range asked for, not by the clip length. Only the waveform itself
+    (``(640*T,)`` float32) is kept.
+    """
+
+    def __init__(self, wav16k: np.ndarray, num_frames: int | None = None) -> None:
+        wav = np.ascontiguousarray(wav16k, dtype=np.float32)
+        t = num_video_frames(wav.shape[0]) if num_frames is None else int(num_frames)
+        if t < 1:
+            raise ValueError(f"Mel windows need at least one 25-fps frame (640 samples), got {wav.shape[0]} samples.")
+        self.wav = crop_or_pad(wav, t * SAMPLES_PER_FRAME)
+        self.num_frames = t
+        self.num_rows = self.wav.shape[0] // HOP + 1
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def get(self, start: int, stop: int) -> torch.Tensor:
+        """Windows of frames ``start .. stop-1``: ``(stop - start, 80, 16)`` float32."""
+        start, stop = max(int(start), 0), min(int(stop), self.num_frames)
+        if stop <= start:
+            raise ValueError(f"No frames in {start}..{stop} (the clip has {self.num_frames}).")
+        rows = _window_rows(stop, self.num_rows, start)
+        first, last = int(rows.min()), int(rows.max())
+        mel = mel_rows(self.wav, first, last + 1)
+        return torch.from_numpy(np.ascontiguousarray(mel[rows - first].transpose(0, 2, 1).astype(np.float32)))
+
+
+def lazy_mel_windows(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> MelWindows:
+    """Like :func:`audio_to_mel_windows` (same checks and errors), but the windows are computed
+    on request (:class:`MelWindows`), for audio of any length."""
+    wav, t = _speech_16k(waveform, sample_rate)
+    return MelWindows(wav, t)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from scipy.signal import savgol_filter
 
+from .audio import MelWindows
 from .networks import device_and_dtype
 
 logger = logging.getLogger(__name__)
@@ -156,9 +157,21 @@ def num_pose_chunks(num_frames: int) -> int:
     return -(-(max(int(num_frames), 1) - 1) // POSE_SEQ_LEN)
 
 
+def _windows(indiv_mels: torch.Tensor | MelWindows, start: int, stop: int) -> torch.Tensor:
+    """Frames ``start .. stop-1`` of ``indiv_mels`` as ``(n, 1, 80, 16)``: a slice of a
+    ``(1, T, 1, 80, 16)`` tensor, or windows computed on request by a :class:`MelWindows`."""
+    if isinstance(indiv_mels, MelWindows):
+        return indiv_mels.get(start, stop)[:, None]
+    return indiv_mels[0, start:stop]
+
+
+def _num_frames(indiv_mels: torch.Tensor | MelWindows) -> int:
+    return indiv_mels.num_frames if isinstance(indiv_mels, MelWindows) else indiv_mels.shape[1]
+
+
 def run_expnet(
     expnet: torch.nn.Module,
-    indiv_mels: torch.Tensor,
+    indiv_mels: torch.Tensor | MelWindows,
     ref_exp: torch.Tensor,
     ratio: torch.Tensor,
     device: torch.device | str | None = None,
@@ -167,25 +180,26 @@ def run_expnet(
     """ExpNet over all frames in chunks of 10 (spec §7.2).
 
     Args:
-        indiv_mels: ``(1, T, 1, 80, 16)``; ref_exp: ``(1, T, 64)``; ratio: ``(1, T, 1)``.
+        indiv_mels: ``(1, T, 1, 80, 16)``, or a :class:`MelWindows` (then only one chunk of
+            windows exists at a time); ref_exp: ``(1, T, 64)``; ratio: ``(1, T, 1)``.
 
     Returns:
         ``(1, T, 64)`` float32 on the CPU.
     """
     dev, dt = device_and_dtype(expnet, device, dtype)
-    t = indiv_mels.shape[1]
-    outs = []
+    t = _num_frames(indiv_mels)
+    out = torch.empty(1, t, ref_exp.shape[2])
     for i in range(0, t, EXP_CHUNK):
-        mel = indiv_mels[0, i : i + EXP_CHUNK].to(dev, dt)
+        mel = _windows(indiv_mels, i, i + EXP_CHUNK).to(dev, dt)
         ref = ref_exp[0, i : i + EXP_CHUNK].to(dev, dt)
         rat = ratio[0, i : i + EXP_CHUNK].to(dev, dt)
-        outs.append(expnet(mel, ref, rat).float().cpu())
-    return torch.cat(outs, dim=0)[None]
+        out[0, i : i + EXP_CHUNK] = expnet(mel, ref, rat).float().cpu()
+    return out
 
 
 def run_posevae(
     posevae: torch.nn.Module,
-    indiv_mels: torch.Tensor,
+    indiv_mels: torch.Tensor | MelWindows,
     pose_ref: torch.Tensor,
     pose_style: int,
     z: torch.Tensor,
@@ -195,7 +209,7 @@ def run_posevae(
     """PoseVAE motion for every frame, chunked as in spec §8.2.
 
     Args:
-        indiv_mels: ``(1, T, 1, 80, 16)``.
+        indiv_mels: ``(1, T, 1, 80, 16)`` or a :class:`MelWindows` (windows made per call).
         pose_ref: ``(1, 6)`` source angles + translation.
         pose_style: 0..45.
         z: ``(num_pose_chunks(T), 1, 64)`` noise, one per chunk in order.
@@ -204,23 +218,22 @@ def run_posevae(
         ``pose = pose_ref + motion`` ``(1, T, 6)`` float32 on the CPU; frame 0 has zero motion.
     """
     dev, dt = device_and_dtype(posevae, device, dtype)
-    t = indiv_mels.shape[1]
+    t = _num_frames(indiv_mels)
     n_full, rem = divmod(t - 1, POSE_SEQ_LEN)
     ref_d = pose_ref.to(dev, dt)
-    motions = [torch.zeros(1, 1, 6)]
+    motion = torch.zeros(1, t, 6)  # frame 0 has no motion
     # Full chunks: windows 1+32c .. 32+32c, decoded a few chunks per call (per-sample ops only).
     for c0 in range(0, n_full, POSE_CHUNKS_PER_CALL):
-        cs = range(c0, min(c0 + POSE_CHUNKS_PER_CALL, n_full))
-        mels = torch.stack([indiv_mels[0, 1 + POSE_SEQ_LEN * c : 1 + POSE_SEQ_LEN * (c + 1)] for c in cs])
-        zz = torch.cat([z[c] for c in cs], dim=0)
-        out = posevae.decode_chunk(mels.to(dev, dt), zz.to(dev, dt), ref_d.expand(len(cs), -1), pose_style)
-        motions.append(out.float().cpu().reshape(1, -1, 6))
+        c1 = min(c0 + POSE_CHUNKS_PER_CALL, n_full)
+        first, stop = 1 + POSE_SEQ_LEN * c0, 1 + POSE_SEQ_LEN * c1
+        mels = _windows(indiv_mels, first, stop).reshape(c1 - c0, POSE_SEQ_LEN, 1, 80, 16)
+        out = posevae.decode_chunk(mels.to(dev, dt), z[c0:c1, 0].to(dev, dt), ref_d.expand(c1 - c0, -1), pose_style)
+        motion[:, first:stop] = out.float().cpu().reshape(1, -1, 6)
     if rem > 0:
         # Remainder: the last 32 windows among 1..T-1 (fewer when T-1 < 32; left-padded in the net).
-        mels = indiv_mels[:, max(1, t - POSE_SEQ_LEN) : t]
+        mels = _windows(indiv_mels, max(1, t - POSE_SEQ_LEN), t)[None]
         out = posevae.decode_chunk(mels.to(dev, dt), z[n_full].to(dev, dt), ref_d, pose_style)
-        motions.append(out.float().cpu()[:, -rem:])
-    motion = torch.cat(motions, dim=1)
+        motion[:, t - rem :] = out.float().cpu()[:, -rem:]
     return pose_ref.float().cpu()[:, None, :] + motion
 
 
@@ -229,7 +242,7 @@ def run_posevae(
 def audio_to_coefficients(
     expnet: torch.nn.Module,
     posevae: torch.nn.Module,
-    indiv_mels: torch.Tensor,
+    indiv_mels: torch.Tensor | MelWindows,
     source_coeff: torch.Tensor,
     pose_style: int = 0,
     generator: torch.Generator | int | None = None,
@@ -244,7 +257,9 @@ def audio_to_coefficients(
     """Mel windows + source coefficients -> per-frame coefficients (spec §6-§9).
 
     Args:
-        indiv_mels: ``(1, T, 1, 80, 16)`` (``(T, 80, 16)`` is accepted too).
+        indiv_mels: ``(1, T, 1, 80, 16)`` (``(T, 80, 16)`` is accepted too), or a :class:`MelWindows`
+            for long audio: its windows are made chunk by chunk, so memory stays bounded, and the
+            results are identical to passing all the windows as one tensor.
         source_coeff: the source ``coeff_3dmm`` ``(1, 73)`` (``(1, 70)`` also works).
         pose_style: PoseVAE style 0..45.
         generator: CPU ``torch.Generator`` or int seed for the blink gaps and the pose noise
@@ -261,12 +276,15 @@ def audio_to_coefficients(
     Returns:
         :class:`CoeffResult`; ``coeffs`` is ``(T, 70)`` float32.
     """
-    mels = torch.as_tensor(indiv_mels).detach().to("cpu", torch.float32)
-    if mels.ndim == 3:
-        mels = mels[None, :, None]
-    if mels.ndim != 5 or mels.shape[0] != 1 or mels.shape[2:] != (1, 80, 16) or mels.shape[1] < 1:
-        raise ValueError(f"indiv_mels must be shaped (1, T, 1, 80, 16) with T >= 1; got {tuple(indiv_mels.shape)}.")
-    t = mels.shape[1]
+    if isinstance(indiv_mels, MelWindows):
+        mels = indiv_mels
+    else:
+        mels = torch.as_tensor(indiv_mels).detach().to("cpu", torch.float32)
+        if mels.ndim == 3:
+            mels = mels[None, :, None]
+        if mels.ndim != 5 or mels.shape[0] != 1 or mels.shape[2:] != (1, 80, 16) or mels.shape[1] < 1:
+            raise ValueError(f"indiv_mels must be shaped (1, T, 1, 80, 16) with T >= 1; got {tuple(indiv_mels.shape)}.")
+    t = _num_frames(mels)
     src = torch.as_tensor(source_coeff).detach().to("cpu", torch.float32).reshape(1, -1)
     if src.shape[1] < 70:
         raise ValueError(f"source_coeff must be the (1, 73) coeff_3dmm of the source face; got {tuple(source_coeff.shape)}.")
