@@ -108,31 +108,48 @@ def join_negative_values(argv: list[str]) -> list[str]:
 
 
 class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised like Ctrl-C's KeyboardInterrupt so that the same cleanup runs."""
+    """SIGINT, SIGTERM or SIGHUP, raised like Ctrl-C's KeyboardInterrupt so that the same cleanup runs."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
 
-def _raise_stopped(signum: int, frame) -> None:
-    raise Stopped(signum)
+class StopSignals:
+    """Signal handler: raises :class:`Stopped` and remembers the signal.
+
+    Python drops an exception raised while a finalizer runs ("Exception ignored in ..."), so a signal
+    landing there would be lost; :meth:`check`, called between render batches, raises it again.
+    """
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def __call__(self, signum: int, frame) -> None:
+        self.received = signum
+        raise Stopped(signum)
+
+    def check(self) -> None:
+        if self.received is not None:
+            raise Stopped(self.received)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; SIGTERM and SIGHUP stop it as cleanly as Ctrl-C (exit status 128 + signal)."""
-    signums = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    stop = StopSignals()
     if threading.current_thread() is not threading.main_thread():
-        return _main(argv)
-    previous = {signum: signal.signal(signum, _raise_stopped) for signum in signums}
+        return _main(argv, stop)
+    names = [name for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {signum: signal.signal(signum, stop) for signum in (getattr(signal, name) for name in names)
+                if signal.getsignal(signum) is not signal.SIG_IGN}   # keep what the caller chose to ignore
     try:
-        return _main(argv)
+        return _main(argv, stop)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
 
-def _main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None, stop: StopSignals | None = None) -> int:
     argv = join_negative_values(list(sys.argv[1:] if argv is None else argv))
     first = next((a for a in argv if not a.startswith("-")), None)
     if first not in SUBCOMMANDS and not any(a in ("-h", "--help") for a in argv[:1]):
@@ -146,7 +163,7 @@ def _main(argv: list[str] | None = None) -> int:
         if args.command == "download":
             return download(args)
         if args.command == "run":
-            return run(args)
+            return run(args, (stop or StopSignals()).check)
         build_parser().print_help()
         return 2
     except KeyboardInterrupt as err:
@@ -211,14 +228,17 @@ class _download_progress:
 # --------------------------------------------------------------------------- run
 
 
-def run(args: argparse.Namespace) -> int:
-    """Check the arguments and the output, hold the output's lock, then render (:func:`_render`)."""
+def run(args: argparse.Namespace, check_stop=lambda: None) -> int:
+    """Check the arguments and the output, hold the output's lock, then render (:func:`_render`).
+
+    ``check_stop()`` runs between render batches and before the mux; it may raise to stop.
+    """
     from sadtalker_models.video import check_writable, output_lock
 
     out = check_run_args(args)
     check_writable(out)
     with output_lock(out):
-        return _render(args)
+        return _render(args, check_stop)
 
 
 def check_run_args(args: argparse.Namespace) -> Path:
@@ -275,7 +295,7 @@ def check_model_files(args: argparse.Namespace, checkpoint: Path):
     return load_face_restorer(args.enhancer, device=device)
 
 
-def _render(args: argparse.Namespace) -> int:
+def _render(args: argparse.Namespace, check_stop) -> int:
     from tqdm import tqdm
 
     from sadtalker_models import pipeline
@@ -323,6 +343,7 @@ def _render(args: argparse.Namespace) -> int:
     bar = tqdm(total=total, unit="frame", desc="render", disable=args.quiet)
 
     def progress(done: int, of: int) -> None:
+        check_stop()
         bar.update(done - bar.n)
 
     try:
@@ -337,6 +358,7 @@ def _render(args: argparse.Namespace) -> int:
                     batch, _ = enhance_frames(batch, restorer, detector, upscale=args.enhancer_upscale,
                                               batch_size=args.batch_size)
                 writer.write(batch)
+            check_stop()
     finally:
         bar.close()
     logger.info("Wrote %s (%d frames, %.2f s, with audio)", out, total, coeffs.duration)
