@@ -44,6 +44,15 @@ MOTION_INPUTS = {
                                                "a minute), otherwise about this many blinks a minute."}),
 }
 
+AUDIO_TOOLTIP = "Speech; any sample rate, channels are mixed down."
+POSE_STYLE_TOOLTIP = "One of SadTalker's 46 head-motion styles."
+SEED_TOOLTIP = ("Seed for the head-motion noise and the blink timing. Keep it fixed to re-use the cached result "
+                "when you run again; change it for another take.")
+EXPRESSION_TOOLTIP = "Scales the facial expression (mouth motion)."
+BATCH_TOOLTIP = ("Frames rendered at once; higher is faster on a GPU with memory to spare. Cancelling stops after "
+                 "the current batch.")
+LANDMARK_TOOLTIP = "auto: face_alignment when installed with its weights, else dlib (bundled)."
+
 PREPROCESS_TOOLTIP = (
     "crop: the face only (fastest, square output). extcrop: the face with a margin. resize: the whole "
     "picture squashed to a square (for already-cropped portraits). full: animate the face and paste it "
@@ -193,8 +202,7 @@ class SadTalkerFaceCrop:
             "size": (SIZES, {"default": "256", "tooltip": "Crop/render size. Use the size of the checkpoint "
                                                           "(256 for SadTalker_V0.0.2_256)."}),
             "landmark_backend": (LANDMARK_BACKENDS, {
-                "default": "auto",
-                "tooltip": "auto: face_alignment when installed with its weights, else dlib (bundled)."}),
+                "default": "auto", "tooltip": LANDMARK_TOOLTIP}),
         }}
 
     def prepare(self, model, image, preprocess: str = "crop", size: str = "256", landmark_backend: str = "auto"):
@@ -219,6 +227,7 @@ class SadTalkerAudioToCoefficients:
     RETURN_TYPES = (COEFFS,)
     RETURN_NAMES = ("coefficients",)
     FUNCTION = "predict"
+    OUTPUT_NODE = True  # its curves are an output: ComfyUI re-sends them when a re-run is served from cache
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -226,11 +235,10 @@ class SadTalkerAudioToCoefficients:
             "required": {
                 "model": (MODEL,),
                 "face": (FACE,),
-                "audio": ("AUDIO", {"tooltip": "Speech; any sample rate, channels are mixed down."}),
-                "pose_style": ("INT", {"default": 0, "min": 0, "max": 45, "step": 1,
-                                       "tooltip": "One of SadTalker's 46 head-motion styles."}),
+                "audio": ("AUDIO", {"tooltip": AUDIO_TOOLTIP}),
+                "pose_style": ("INT", {"default": 0, "min": 0, "max": 45, "step": 1, "tooltip": POSE_STYLE_TOOLTIP}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                                 "tooltip": "Seed for the head-motion noise and the blink timing."}),
+                                 "tooltip": SEED_TOOLTIP}),
                 "blink": ("BOOLEAN", {"default": True, "tooltip": "Add random eye blinks."}),
                 "still": ("BOOLEAN", {"default": False,
                                       "tooltip": "Keep the head pose of the source picture (less head motion; best "
@@ -268,6 +276,7 @@ class SadTalkerReferenceToCoefficients:
     RETURN_TYPES = (REFERENCE, COEFFS)
     RETURN_NAMES = ("reference", "coefficients")
     FUNCTION = "extract"
+    OUTPUT_NODE = True  # shows curves (see Audio to Coefficients)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -277,7 +286,7 @@ class SadTalkerReferenceToCoefficients:
                 "images": ("IMAGE", {"tooltip": "Frames of the reference video (read at 25 fps for best timing)."}),
                 "preprocess": (PREPROCESS_MODES, {"default": "crop",
                                                   "tooltip": "Crop the video like the source picture."}),
-                "landmark_backend": (LANDMARK_BACKENDS, {"default": "auto"}),
+                "landmark_backend": (LANDMARK_BACKENDS, {"default": "auto", "tooltip": LANDMARK_TOOLTIP}),
                 "max_frames": ("INT", {"default": 0, "min": 0, "max": 100000,
                                        "tooltip": "Use at most this many frames (0 = all)."}),
             },
@@ -328,6 +337,7 @@ class SadTalkerRender:
     RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
     RETURN_NAMES = ("images", "audio", "fps")
     FUNCTION = "render"
+    OUTPUT_NODE = True  # its preview video is an output: ComfyUI re-sends it when a re-run is served from cache
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -337,10 +347,8 @@ class SadTalkerRender:
                 "face": (FACE,),
                 "coefficients": (COEFFS,),
                 "expression_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
-                                               "tooltip": "Scales the facial expression (mouth motion)."}),
-                "batch_size": ("INT", {"default": 2, "min": 1, "max": 64,
-                                       "tooltip": "Frames rendered at once; higher is faster on a GPU with memory "
-                                                  "to spare. Cancelling stops after the current batch."}),
+                                               "tooltip": EXPRESSION_TOOLTIP}),
+                "batch_size": ("INT", {"default": 2, "min": 1, "max": 64, "tooltip": BATCH_TOOLTIP}),
                 "paste_back": ("BOOLEAN", {"default": True,
                                            "tooltip": "full/extfull: paste the face back into the whole picture."}),
             },
@@ -451,7 +459,8 @@ def _next_preview_id() -> str:
 
 class SadTalkerSaveCoefficients:
     DESCRIPTION = ("Saves coefficients (and their audio) as a .safetensors file in ComfyUI's output folder, to "
-                   "re-render later without the audio model. Copy it into the input folder to load it.")
+                   "re-render later without the audio model. 'SadTalker Load Coefficients' lists the saved files "
+                   "(press R to refresh its list).")
     CATEGORY = CATEGORY
     RETURN_TYPES = ()
     FUNCTION = "save"
@@ -461,7 +470,9 @@ class SadTalkerSaveCoefficients:
     def INPUT_TYPES(cls):
         return {"required": {
             "coefficients": (COEFFS,),
-            "filename_prefix": ("STRING", {"default": "sadtalker/coeffs"}),
+            "filename_prefix": ("STRING", {"default": "sadtalker/coeffs",
+                                           "tooltip": "Where in ComfyUI/output to save: folder/name; a counter is "
+                                                      "added (sadtalker/coeffs -> sadtalker/coeffs_00001_.safetensors)."}),
         }}
 
     def save(self, coefficients, filename_prefix: str = "sadtalker/coeffs"):
@@ -473,62 +484,98 @@ class SadTalkerSaveCoefficients:
         name = f"{base}_{counter:05}_.safetensors"  # the trailing "_" lets ComfyUI's counter see this file
         path = os.path.join(folder, name)
         save_coefficients(coeffs, path)
-        logger.info("SadTalker: saved %d frames of coefficients to %s", coeffs.num_frames, path)
+        logger.info("SadTalker: saved %d frames of coefficients to %s; Load Coefficients lists it as %r "
+                    "(press R to refresh)", coeffs.num_frames, path, _output_name(subfolder, name))
         return {"ui": {"sadtalker_files": [{"filename": name, "subfolder": subfolder, "type": "output"}],
                        "sadtalker_curves": [coeffs.curves()]}}
 
 
 class SadTalkerLoadCoefficients:
-    DESCRIPTION = "Loads coefficients saved by 'SadTalker Save Coefficients' from ComfyUI's input folder."
+    DESCRIPTION = ("Loads coefficients saved by 'SadTalker Save Coefficients': the files it wrote to ComfyUI's "
+                   "output folder (marked [output]) and any copied into the input folder. Press R to refresh "
+                   "the list after saving.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (COEFFS,)
     RETURN_NAMES = ("coefficients",)
     FUNCTION = "load"
+    OUTPUT_NODE = True  # shows curves (see Audio to Coefficients)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "file": (_coefficient_files() or ["(put a saved .safetensors file in ComfyUI/input)"],),
+            "file": (_coefficient_files() or [NO_COEFFICIENT_FILES], {
+                "tooltip": "A file saved by 'SadTalker Save Coefficients' (in ComfyUI/output, marked [output]) or "
+                           "copied into ComfyUI/input. Press R to refresh the list after saving."}),
         }}
 
     @classmethod
     def IS_CHANGED(cls, file: str):
-        path = _input_path(file)
+        path = _coefficient_path(file)
         return os.path.getmtime(path) if path and os.path.isfile(path) else float("nan")
 
     def load(self, file: str):
-        path = _input_path(file)
+        path = _coefficient_path(file)
         if not path or not os.path.isfile(path):
-            raise ValueError(f"Coefficient file {file!r} is not in ComfyUI's input folder; copy the file saved by "
-                             "'SadTalker Save Coefficients' (ComfyUI/output/sadtalker) into ComfyUI/input.")
+            raise ValueError(f"Coefficient file {file!r} was not found in ComfyUI's output or input folder; run "
+                             "'SadTalker Save Coefficients' first, then press R to refresh the list and pick the "
+                             "saved file.")
         coeffs = load_coefficients(path)
         return {"ui": {"sadtalker_curves": [coeffs.curves()]}, "result": (coeffs,)}
 
 
-def _input_path(name: str) -> str | None:
+NO_COEFFICIENT_FILES = "(no saved coefficients yet: run Save Coefficients, then press R)"
+
+
+def _output_name(subfolder: str, filename: str) -> str:
+    """How Load Coefficients lists a file Save wrote: ComfyUI's annotated name for the output folder."""
+    return f"{os.path.join(subfolder, filename).replace(os.sep, '/')} [output]"
+
+
+def _coefficient_path(name: str) -> str | None:
+    """Full path of a listed name (``x.safetensors`` in input/, ``x.safetensors [output]`` in output/), or
+    None when the name points outside its folder."""
     import folder_paths
 
-    base = os.path.realpath(folder_paths.get_input_directory())
+    name, base = folder_paths.annotated_filepath(name)
+    base = os.path.realpath(base or folder_paths.get_input_directory())
     path = os.path.realpath(os.path.join(base, name))
     if os.path.commonpath([base, path]) != base:
         return None
     return path
 
 
-def _coefficient_files() -> list[str]:
+def _is_coefficient_file(path: str) -> bool:
+    """Whether a .safetensors file's header says it was written by :func:`save_coefficients` (reads the
+    header only, not the tensors)."""
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if not 0 < size < (1 << 20):
+                return False
+            header = json.loads(handle.read(size))
+    except (OSError, ValueError):
+        return False
+    return isinstance(header, dict) and (header.get("__metadata__") or {}).get("format") == COEFF_FORMAT
+
+
+def _coefficient_files(limit: int = 500) -> list[str]:
+    """Coefficient files Load can read: those in ComfyUI's output folder (where Save writes them, listed
+    with ComfyUI's ' [output]' mark) and those in the input folder; each sorted by name."""
     import folder_paths
 
-    base = folder_paths.get_input_directory()
-    found = []
-    if os.path.isdir(base):
-        for root, dirs, files in os.walk(base):
+    listed = []
+    for base, mark in ((folder_paths.get_output_directory(), " [output]"), (folder_paths.get_input_directory(), "")):
+        found = []
+        for root, dirs, files in os.walk(base) if os.path.isdir(base) else ():
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for f in files:
-                if f.endswith(".safetensors"):
-                    found.append(os.path.relpath(os.path.join(root, f), base).replace(os.sep, "/"))
-            if len(found) > 500:
+                path = os.path.join(root, f)
+                if f.endswith(".safetensors") and _is_coefficient_file(path):
+                    found.append(os.path.relpath(path, base).replace(os.sep, "/") + mark)
+            if len(found) > limit:
                 break
-    return sorted(found)
+        listed += sorted(found)
+    return listed
 
 
 COEFF_FORMAT = "sadtalker-coefficients/1"
@@ -541,6 +588,8 @@ def save_coefficients(coeffs, path: str) -> None:
     tensors = {"coeffs": coeffs.coeffs.detach().float().cpu().contiguous()}
     if coeffs.blink is not None:
         tensors["blink"] = coeffs.blink.detach().float().cpu().contiguous()
+    if coeffs.source_pose is not None:
+        tensors["source_pose"] = coeffs.source_pose.detach().float().cpu().reshape(3).contiguous()
     meta = {"format": COEFF_FORMAT, "fps": str(coeffs.fps), "still": str(bool(coeffs.still)), "source": coeffs.source,
             "info": json.dumps(coeffs.info, default=str)}
     if coeffs.audio is not None:
@@ -581,7 +630,7 @@ def load_coefficients(path: str):
         info = {}
     return pipeline.Coefficients(coeffs=coeffs, fps=float(meta.get("fps", 25.0)), still=meta.get("still") == "True",
                                  audio=audio, blink=tensors.get("blink"), source=meta.get("source", "file"),
-                                 info=info)
+                                 info=info, source_pose=tensors.get("source_pose"))
 
 
 # --------------------------------------------------------------------------- all in one
@@ -595,19 +644,22 @@ class SadTalkerSimple:
     RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
     RETURN_NAMES = ("images", "audio", "fps")
     FUNCTION = "run"
+    OUTPUT_NODE = True  # preview and curves (see Render)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "model": (MODEL,),
             "image": ("IMAGE", {"tooltip": "Source picture with one face (first image of the batch is used)."}),
-            "audio": ("AUDIO",),
+            "audio": ("AUDIO", {"tooltip": AUDIO_TOOLTIP}),
             "preprocess": (PREPROCESS_MODES, {"default": "crop", "tooltip": PREPROCESS_TOOLTIP}),
             "still": ("BOOLEAN", {"default": False, "tooltip": "Keep the source head pose."}),
-            "pose_style": ("INT", {"default": 0, "min": 0, "max": 45}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True}),
-            "expression_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}),
-            "batch_size": ("INT", {"default": 2, "min": 1, "max": 64}),
+            "pose_style": ("INT", {"default": 0, "min": 0, "max": 45, "tooltip": POSE_STYLE_TOOLTIP}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                             "tooltip": SEED_TOOLTIP}),
+            "expression_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
+                                           "tooltip": EXPRESSION_TOOLTIP}),
+            "batch_size": ("INT", {"default": 2, "min": 1, "max": 64, "tooltip": BATCH_TOOLTIP}),
         }}
 
     def run(self, model, image, audio, preprocess: str = "crop", still: bool = False, pose_style: int = 0,

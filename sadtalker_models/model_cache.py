@@ -36,6 +36,16 @@ def make_key(kind: str, files: Iterable[str | os.PathLike], device: Any, dtype: 
     return (kind, tuple(file_key(f) for f in files), str(device), str(dtype), *extra)
 
 
+def describe(key: tuple) -> str:
+    """What a :func:`make_key` key loads, for log messages: the file names, device and dtype
+    (``SadTalker_V0.0.2_256.safetensors (cpu, torch.float32)``); other keys by their first item."""
+    files = key[1] if len(key) > 3 and isinstance(key[1], tuple) else ()
+    names = [os.path.basename(f[0]) for f in files if isinstance(f, tuple) and f and isinstance(f[0], str)]
+    if not names:
+        return str(key[0])
+    return f"{', '.join(names)} ({key[2]}, {key[3]})"
+
+
 class ModelCache:
     """A small LRU map from keys to loaded models, safe to use from several threads.
 
@@ -57,13 +67,13 @@ class ModelCache:
                 self._items.move_to_end(key)
                 self.hits += 1
                 return self._items[key]
-            logger.info("Loading %s", key[0])
+            logger.info("Loading %s", describe(key))
             value = loader()
             self.loads += 1
             self._items[key] = value
             while len(self._items) > self.max_items:
                 old_key, _ = self._items.popitem(last=False)
-                logger.info("Dropping cached %s", old_key[0])
+                logger.info("Dropping cached %s", describe(old_key))
             return value
 
     def get(self, key: tuple) -> Any | None:

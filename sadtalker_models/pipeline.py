@@ -95,6 +95,11 @@ def find_checkpoint(models_dir: str | os.PathLike, size: int = 256) -> Path:
     return path
 
 
+class SadTalker(torch.nn.ModuleDict):
+    """Every loaded network of one checkpoint in one module (what ComfyUI's ModelPatcher moves on and
+    off the GPU). A ModuleDict named so that ComfyUI's log says "Requested to load SadTalker"."""
+
+
 class SadTalkerModels:
     """The five networks of one checkpoint plus the two mapping nets (loaded on first use).
 
@@ -109,7 +114,7 @@ class SadTalkerModels:
         self.device = torch.device(device)
         self.dtype = dtype
         self.size = checkpoint_size(checkpoint) or 256
-        self.container = torch.nn.ModuleDict({
+        self.container = SadTalker({
             "recon": nets.recon, "expnet": nets.expnet, "posevae": nets.posevae,
             "kp_detector": nets.kp_detector, "generator": nets.generator,
         })
@@ -292,6 +297,7 @@ class Coefficients:
     blink: torch.Tensor | None = None    # (T,) blink ratio used (None for reference-driven)
     source: str = "audio"                # "audio" or "reference"
     info: dict = field(default_factory=dict)
+    source_pose: torch.Tensor | None = None  # (3,) the source face's angles (radians), kept by ``still``
 
     def __post_init__(self) -> None:
         """Refuse coefficients that cannot render: a frame rate that is not a positive number, or
@@ -317,8 +323,15 @@ class Coefficients:
         return self.num_frames / self.fps
 
     def curves(self, max_points: int = 400) -> dict:
-        """Small JSON-able curves for plotting: mouth (expression 0), blink, yaw/pitch/roll in degrees."""
+        """Small JSON-able curves for plotting: mouth (expression 0), blink, yaw/pitch/roll in degrees.
+
+        The pose is what will be rendered: with ``still`` (and a known ``source_pose``) the source's
+        own angles on every frame, as :func:`render_data.build_render_inputs` uses them.
+        """
         c = self.coeffs.detach().float().cpu()
+        if self.still and self.source_pose is not None:
+            c = c.clone()
+            c[:, 64:67] = self.source_pose.detach().float().cpu().reshape(1, 3)
         t = c.shape[0]
         step = max(1, math.ceil(t / max_points))
         deg = 180.0 / math.pi
@@ -386,6 +399,7 @@ def audio_to_coefficients(models: SadTalkerModels, face: SourceFace, waveform: A
         coeffs=scale_head_motion(result.coeffs, face.coeff_3dmm, head_motion_scale),
         still=bool(still), audio=comfy_audio(waveform, sample_rate),
         blink=result.ratio.detach().float().reshape(-1).cpu(), source="audio",
+        source_pose=face.coeff_3dmm[0, 64:67].detach().float().cpu().clone(),
         info={"pose_style": pose_style, "seed": seed, "blink": bool(blink),
               "blinks_per_minute": rate if blink else 0.0, "head_motion_scale": float(head_motion_scale),
               "ref_pose": ref_pose is not None, "ref_eyeblink": ref_eyeblink is not None},

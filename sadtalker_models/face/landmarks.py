@@ -433,7 +433,10 @@ def clear_detector_cache() -> None:
         _DETECTOR_CACHE.clear()
 
 
-def _cached_detector(key: str, model_dir: str | None, device: str | None) -> LandmarkDetector:
+def _cached_detector(key: str, model_dir: str | None, device: str | None,
+                     why: str = "") -> LandmarkDetector:
+    """The cached detector for ``key``; the first time it is made, log which backend it is (and
+    ``why``, e.g. why auto chose it) once, instead of on every image."""
     cache_key = (key, os.path.abspath(model_dir) if model_dir and key != "dlib" else None,
                  device if key != "dlib" else None)
     with _CACHE_LOCK:
@@ -444,6 +447,7 @@ def _cached_detector(key: str, model_dir: str | None, device: str | None) -> Lan
             else:
                 det = FaceAlignmentDetector(load_face_alignment(model_dir, device))
             _DETECTOR_CACHE[cache_key] = det
+            logger.info("Landmark backend: %s%s", det.name, f" ({why})" if why else "")
     return det
 
 
@@ -462,25 +466,22 @@ def make_landmark_detector(
     key = str(backend).strip().lower().replace("-", "_")
     if key not in BACKENDS:
         raise ValueError(f"Unknown landmark backend {backend!r}; use one of {', '.join(BACKENDS)}.")
+    why = ""
     if key == "auto":
         has_pkg = importlib.util.find_spec("face_alignment") is not None
         if has_pkg and find_face_alignment_files(model_dir) is not None:
             key = "face_alignment"
         else:
             key = "dlib"
-            logger.info(
-                "Landmarks: face-alignment %s; using dlib.",
-                "weights not found" if has_pkg else "package not installed",
-            )
+            why = "auto: face-alignment " + ("weights not found" if has_pkg else "package not installed")
         auto = True
     else:
         auto = False
     try:
-        det = _cached_detector(key, model_dir, device)
+        det = _cached_detector(key, model_dir, device, why)
     except ValueError as exc:
         if not (auto and key == "face_alignment"):
             raise
         logger.warning("Landmarks: face-alignment could not be loaded (%s); using dlib.", exc)
-        det = _cached_detector("dlib", None, None)
-    logger.info("Landmark backend: %s", det.name)
+        det = _cached_detector("dlib", None, None, "auto: face-alignment could not be loaded")
     return det

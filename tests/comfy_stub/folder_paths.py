@@ -45,6 +45,20 @@ def get_temp_directory() -> str:
     return _dir("temp")
 
 
+def annotated_filepath(name: str) -> tuple[str, str | None]:
+    """``"x.png [output]"`` -> ``("x.png", output dir)``; likewise ``[input]``, ``[temp]``; unmarked -> (name, None)."""
+    for mark, folder in ((" [output]", get_output_directory), (" [input]", get_input_directory),
+                         (" [temp]", get_temp_directory)):
+        if name.endswith(mark.strip()):
+            return name[:-len(mark)], folder()
+    return name, None
+
+
+def get_annotated_filepath(name: str, default_dir: str | None = None) -> str:
+    name, base = annotated_filepath(name)
+    return os.path.join(base or default_dir or get_input_directory(), name)
+
+
 def add_model_folder_path(folder_name: str, full_folder_path: str, is_default: bool = False) -> None:
     paths, _ = folder_names_and_paths.setdefault(folder_name, ([], set()))
     if full_folder_path not in paths:
