@@ -113,3 +113,94 @@ def test_web_extension_is_valid_javascript(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = module.read_text()
     assert "registerExtension" in text and "sadtalker_curves" in text and "sadtalker_video" in text
+
+
+# the web extension run in node.js against a small stand-in of ComfyUI's front-end modules
+WEB_STUB_APP = """
+export const app = { extensions: [], graph: null, registerExtension(e) { this.extensions.push(e); } };
+"""
+WEB_STUB_API = """
+export const api = {
+  history: {}, asked: [],
+  async fetchApi(path) { this.asked.push(path); return { ok: true, json: async () => this.history }; },
+  apiURL(path) { return "/api" + path; },
+};
+"""
+WEB_DRIVER = r"""
+import { app } from "./scripts/app.js";
+import { api } from "./scripts/api.js";
+import { latestOutputs } from "./extensions/sadtalker/sadtalker.js";
+
+globalThis.window = { devicePixelRatio: 1 };
+globalThis.requestAnimationFrame = () => 0;
+globalThis.document = { createElement: (tag) => ({ tag, style: {}, clientWidth: 0, clientHeight: 0 }) };
+
+function makeNode(id, type, widgets) {
+  return {
+    id, type, size: [330, 100], widgets: widgets.map((name) => ({ name, value: name === "control_after_generate" ? "randomize" : 0 })),
+    addDOMWidget(name, kind, element) { return { name, element }; },
+    computeSize() { return [300, 400]; },
+    setSize(size) { this.size = size; },
+  };
+}
+const out = {};
+const [ext] = app.extensions;
+
+// item 4: fresh nodes default their seed control to "fixed"; the loader is wide enough for its label
+const coeffs = makeNode(5, "SadTalkerAudioToCoefficients", ["pose_style", "seed", "control_after_generate", "blink"]);
+const simple = makeNode(9, "SadTalkerSimple", ["seed", "control_after_generate"]);
+const loader = makeNode(1, "SadTalkerModelLoader", ["checkpoint", "precision"]);
+const other = makeNode(7, "KSampler", ["seed", "control_after_generate"]);
+for (const n of [coeffs, simple, loader, other]) ext.nodeCreated(n);
+out.controls = [coeffs, simple, other].map((n) => n.widgets.find((w) => w.name === "control_after_generate").value);
+out.loaderWidth = loader.size[0];
+
+// item 2: after a reload the newest outputs of this workflow come back from /history
+const render = makeNode(6, "SadTalkerRender", []);
+app.graph = { id: "wf-1", nodes: [coeffs, render, loader] };
+const run = (number, workflow, outputs, types) => ({
+  prompt: [number, "p" + number, Object.fromEntries(Object.entries(types).map(([k, v]) => [k, { class_type: v }])),
+           { extra_pnginfo: { workflow: { id: workflow } } }, []],
+  outputs,
+});
+const curves = (frames) => ({ sadtalker_curves: [{ frames, fps: 25, step: 1, mouth: [0], yaw: [0] }] });
+const video = (name) => ({ sadtalker_video: [{ filename: name, subfolder: "sadtalker", type: "temp" }] });
+const types = { 5: "SadTalkerAudioToCoefficients", 6: "SadTalkerRender" };
+api.history = {
+  p2: run(2, "wf-1", { 5: curves(2), 6: video("new.mp4") }, types),
+  p1: run(1, "wf-1", { 5: curves(1), 6: video("old.mp4") }, types),
+  p3: run(3, "other-workflow", { 5: curves(3), 6: video("other.mp4") }, types),
+  p4: run(4, "wf-1", { 6: video("wrong-type.mp4") }, { 6: "SaveVideo" }),
+};
+await ext.afterConfigureGraph();
+out.asked = api.asked;
+out.curveFrames = coeffs._sadtalker?.curveData?.frames ?? null;
+out.videoSrc = render._sadtalker?.video?.element?.src ?? null;
+out.pure = [...latestOutputs(api.history, "wf-1", new Map([["6", "SadTalkerRender"]])).keys()];
+console.log(JSON.stringify(out));
+"""
+
+
+def test_web_extension_defaults_and_restores_outputs_after_reload(tmp_path):
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node.js is not installed; cannot run web/sadtalker.js")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "extensions" / "sadtalker").mkdir(parents=True)
+    (tmp_path / "package.json").write_text('{"type": "module"}')
+    (tmp_path / "scripts" / "app.js").write_text(WEB_STUB_APP)
+    (tmp_path / "scripts" / "api.js").write_text(WEB_STUB_API)
+    shutil.copy(REPO / "web" / "sadtalker.js", tmp_path / "extensions" / "sadtalker" / "sadtalker.js")
+    (tmp_path / "driver.js").write_text(WEB_DRIVER)
+    proc = subprocess.run([node, str(tmp_path / "driver.js")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["controls"] == ["fixed", "fixed", "randomize"]   # only our nodes
+    assert out["loaderWidth"] >= 420
+    assert out["asked"] and out["asked"][0].startswith("/history")
+    assert out["curveFrames"] == 2                               # the newest run of this workflow
+    assert "filename=new.mp4" in out["videoSrc"] and "type=temp" in out["videoSrc"]
+    assert out["pure"] == ["6"]

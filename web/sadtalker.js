@@ -3,6 +3,10 @@
 //    the motion curves they send in their `ui` output: mouth (expression 0), blink, yaw / pitch / roll.
 //  * Render / one-node SadTalker: play the rendered frames with their audio (a small mp4 the node
 //    writes to ComfyUI's temp folder).
+//  * After a page reload, show them again from ComfyUI's /history (the nodes are output nodes, so a
+//    re-run served from cache re-sends them too).
+//  * Fresh nodes: seeds start "fixed" (an unchanged re-run is then served from cache instead of
+//    re-rendering), and the model loader is wide enough to show its checkpoint label.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -198,6 +202,63 @@ function showVideo(node, entry) {
   element.src = api.apiURL("/view?" + params.toString());
 }
 
+function showOutput(node, message) {
+  try {
+    if (message?.sadtalker_curves?.length) showCurves(node, message.sadtalker_curves[0]);
+    if (message?.sadtalker_video?.length) showVideo(node, message.sadtalker_video[0]);
+  } catch (error) {
+    console.warn("SadTalker preview:", error);
+  }
+}
+
+const HISTORY_ITEMS = 64;
+const LOADER_MIN_WIDTH = 420; // "checkpoint" plus SadTalker_V0.0.2_256.safetensors without cutting the label
+
+// The newest SadTalker `ui` output of every node of this graph in a /history answer
+// ({prompt_id: {prompt: [number, id, prompt, extra_data, outputs], outputs: {node_id: ui}}}).
+// Only runs of this workflow count (same workflow id when both have one) and only nodes of the
+// same type under the same id. Returns Map(node id -> ui).
+export function latestOutputs(history, graphId, nodeTypes) {
+  const runs = Object.values(history || {}).filter((run) => run?.outputs && Array.isArray(run.prompt));
+  runs.sort((a, b) => (a.prompt[0] ?? 0) - (b.prompt[0] ?? 0));
+  const found = new Map();
+  for (const run of runs) {
+    const workflowId = run.prompt[3]?.extra_pnginfo?.workflow?.id;
+    if (graphId && workflowId && workflowId !== graphId) continue;
+    for (const [id, ui] of Object.entries(run.outputs)) {
+      const type = nodeTypes.get(String(id));
+      if (!type?.startsWith("SadTalker") || run.prompt[2]?.[id]?.class_type !== type) continue;
+      if (ui?.sadtalker_curves?.length || ui?.sadtalker_video?.length) found.set(String(id), ui);
+    }
+  }
+  return found;
+}
+
+// After a (re)load: put back the previews and curves the last runs of this workflow showed.
+export async function restoreFromHistory(graph) {
+  const nodes = graph?.nodes || [];
+  const nodeTypes = new Map(nodes.filter((n) => n.type?.startsWith("SadTalker")).map((n) => [String(n.id), n.type]));
+  if (!nodeTypes.size) return 0;
+  let history;
+  try {
+    const response = await api.fetchApi(`/history?max_items=${HISTORY_ITEMS}`);
+    if (!response.ok) return 0;
+    history = await response.json();
+  } catch (error) {
+    console.warn("SadTalker: could not read /history", error);
+    return 0;
+  }
+  let shown = 0;
+  for (const [id, ui] of latestOutputs(history, graph.id, nodeTypes)) {
+    const node = nodes.find((n) => String(n.id) === id);
+    if (node && !node._sadtalker?.curveData && !node._sadtalker?.video) {
+      showOutput(node, ui);
+      shown += 1;
+    }
+  }
+  return shown;
+}
+
 app.registerExtension({
   name: "SadTalker.CurvesAndPreview",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -205,13 +266,21 @@ app.registerExtension({
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       const result = onExecuted?.apply(this, arguments);
-      try {
-        if (message?.sadtalker_curves?.length) showCurves(this, message.sadtalker_curves[0]);
-        if (message?.sadtalker_video?.length) showVideo(this, message.sadtalker_video[0]);
-      } catch (error) {
-        console.warn("SadTalker preview:", error);
-      }
+      showOutput(this, message);
       return result;
     };
+  },
+  // runs for a fresh node before a saved workflow's values are applied, so saved values still win
+  nodeCreated(node) {
+    if (!node?.type?.startsWith?.("SadTalker")) return;
+    for (const widget of node.widgets || []) {
+      if (widget.name === "control_after_generate") widget.value = "fixed";
+    }
+    if (node.type === "SadTalkerModelLoader" && node.size && node.size[0] < LOADER_MIN_WIDTH) {
+      node.setSize?.([LOADER_MIN_WIDTH, node.size[1]]);
+    }
+  },
+  async afterConfigureGraph() {
+    await restoreFromHistory(app.graph);
   },
 });
