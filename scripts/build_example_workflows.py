@@ -1,8 +1,14 @@
-"""Write the example workflows in workflows/ (ComfyUI's UI format, version 0.4).
+"""Write the example workflows in workflows/ (ComfyUI's UI format, version 0.4) and their thumbnails.
 
 Run it after changing a node's inputs: ``python scripts/build_example_workflows.py``.
-The files are what users drag into ComfyUI; ``scripts/run_comfyui_workflows.py`` runs them in a
-real ComfyUI.
+The files are what users drag into ComfyUI (and what its template browser lists, with the
+``<name>.jpg`` thumbnail beside each); ``scripts/run_comfyui_workflows.py`` runs them in a real ComfyUI.
+
+Layout: every node gets the size it has *after a run* (the web extension adds a 260 px video preview
+to Render and a 170 px curve plot to the coefficient nodes, each with a 10 px margin on both sides),
+nodes are stacked in columns with room for their title bars, and the saved view (``extra.ds``)
+fits the whole graph into a 1600 x 860 browser window below ComfyUI's menu bar, at a zoom
+where ComfyUI still draws the widgets.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ OUT = REPO / "workflows"
 WIDGET_INPUTS = {
     "SadTalkerModelLoader": ["checkpoint", "precision"],
     "SadTalkerFaceCrop": ["preprocess", "size", "landmark_backend"],
-    "SadTalkerAudioToCoefficients": ["pose_style", "seed", None, "blink", "still"],
+    "SadTalkerAudioToCoefficients": ["pose_style", "seed", None, "blink", "still", "head_motion_scale",
+                                     "blinks_per_minute"],
     "SadTalkerReferenceToCoefficients": ["preprocess", "landmark_backend", "max_frames"],
     "SadTalkerRender": ["expression_scale", "batch_size", "paste_back", "yaw", "pitch", "roll"],
     "SadTalkerFaceRestoreModelLoader": ["model_name", "precision"],
@@ -68,13 +75,84 @@ TITLES = {
 }
 
 
+# widget values the examples leave at the node's default
+DEFAULT_WIDGETS = {"head_motion_scale": 1.0, "blinks_per_minute": 0.0}
+
+# ----------------------------------------------------------------------------- sizes after a run
+# LiteGraph's geometry (ComfyUI frontend 1.35): title bar above the node's pos, one row per socket,
+# one row (plus spacing) per widget; the web extension's DOM widgets (web/sadtalker.js).
+TITLE_H = 30
+SLOT_H = 20
+WIDGET_H = 24
+NODE_PAD = 14            # LiteGraph's padding below the widgets
+SLACK = 50               # room for one more widget and socket row without the layout breaking
+VIDEO_H = 260 + 2 * 10   # VIDEO_HEIGHT + both WIDGET_MARGINs
+CURVES_H = 170 + 2 * 10  # PLOT_HEIGHT + both WIDGET_MARGINs
+SHOWS = {                # what the web extension adds to a node after it ran
+    "SadTalkerAudioToCoefficients": CURVES_H, "SadTalkerReferenceToCoefficients": CURVES_H,
+    "SadTalkerLoadCoefficients": CURVES_H, "SadTalkerSaveCoefficients": CURVES_H,
+    "SadTalkerRender": VIDEO_H, "SadTalkerSimple": VIDEO_H + CURVES_H,
+}
+NODE_WIDTH = 330
+MIN_WIDTH = {"SadTalkerModelLoader": 420}   # the checkpoint name and its label side by side (web/sadtalker.js)
+# core nodes: their own size with a picture/video/audio player loaded
+CORE_SIZES = {"LoadImage": (320, 330), "LoadAudio": (320, 136), "LoadVideo": (320, 330),
+              "GetVideoComponents": (230, 90), "CreateVideo": (270, 80), "SaveVideo": (400, 420)}
+
+GAP = 40                 # between a node's bottom edge and the next title bar / between columns
+VIEWPORT = (1600, 860)   # the browser window the saved view is made for (as the screenshots)
+MIN_SCALE = 0.6          # below it ComfyUI draws nodes without their widgets (low-quality zoom)
+VIEW_MARGINS = (60, 60, 30, 60)   # left (side bar), top (menu bar), right, bottom (canvas controls)
+
+
+def after_run_height(node_type: str, sockets: int, widgets: int) -> int:
+    """Height (without the title bar) of a SadTalker node after a run: ``sockets`` = the larger of its
+    input-socket and output counts, ``widgets`` = its widget rows (a seed's control counts as one)."""
+    return max(sockets, 1) * SLOT_H + widgets * WIDGET_H + NODE_PAD + SHOWS.get(node_type, 0)
+
+
+def node_size(node_type: str) -> tuple[int, int]:
+    """The size the examples give a node: its size after a run, plus some slack for SadTalker nodes."""
+    if node_type in CORE_SIZES:
+        return CORE_SIZES[node_type]
+    ins, outs = SOCKETS[node_type]
+    height = after_run_height(node_type, max(len(ins), len(outs)), len(WIDGET_INPUTS[node_type]))
+    return MIN_WIDTH.get(node_type, NODE_WIDTH), height + SLACK
+
+
+def view_for(rects: list[tuple[float, float, float, float]]) -> dict:
+    """``extra.ds`` (scale, offset) that shows every rectangle (x0, y0, x1, y1) inside the viewport's
+    margins; on screen a canvas point p lands at ``(p + offset) * scale``."""
+    x0, y0 = min(r[0] for r in rects), min(r[1] for r in rects)
+    x1, y1 = max(r[2] for r in rects), max(r[3] for r in rects)
+    left, top, right, bottom = VIEW_MARGINS
+    width, height = VIEWPORT[0] - left - right, VIEWPORT[1] - top - bottom
+    scale = min(1.0, width / (x1 - x0), height / (y1 - y0))
+    scale = int(scale * 100) / 100   # round down: stays inside
+    return {"scale": scale, "offset": [round(left / scale - x0, 1), round(top / scale - y0, 1)]}
+
+
+def node_rect(node: dict) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) a node covers on the canvas, title bar included."""
+    (x, y), (w, h) = node["pos"], node["size"]
+    return x, y - TITLE_H, x + w, y + h
+
+
 class Workflow:
     def __init__(self, note: str):
         self.nodes: list[dict] = []
         self.links: list[list] = []
         self.note = note
 
-    def add(self, node_type: str, pos: tuple[int, int], widgets: dict, size: tuple[int, int] = (320, 130)) -> int:
+    def column(self, x: int, node_ids: list[int], y: int = 0) -> int:
+        """Stack ``node_ids`` top to bottom at ``x``; returns the x where the next column starts."""
+        for node_id in node_ids:
+            node = self.nodes[node_id - 1]
+            node["pos"] = [x, y]
+            y += node["size"][1] + GAP + TITLE_H
+        return x + max(self.nodes[i - 1]["size"][0] for i in node_ids) + GAP
+
+    def add(self, node_type: str, widgets: dict) -> int:
         node_id = len(self.nodes) + 1
         ins, outs = SOCKETS[node_type]
         inputs = [{"name": n, "type": t, "link": None, **({"shape": 7} if opt else {})} for n, t, opt in ins]
@@ -87,9 +165,9 @@ class Workflow:
                 values.append("fixed" if node_type == "SadTalkerAudioToCoefficients" else
                               ("image" if node_type in ("LoadImage", "LoadVideo") else None))
             else:
-                values.append(widgets[name])
+                values.append(widgets[name] if name in widgets else DEFAULT_WIDGETS[name])
         node = {
-            "id": node_id, "type": node_type, "pos": list(pos), "size": list(size), "flags": {},
+            "id": node_id, "type": node_type, "pos": [0, 0], "size": list(node_size(node_type)), "flags": {},
             "order": node_id - 1, "mode": 0, "inputs": inputs,
             "outputs": [{"name": n, "type": t, "links": []} for n, t in outs],
             "properties": {"Node name for S&R": node_type, **({"cnr_id": "comfy-core"} if not node_type.startswith("SadTalker") else {})},
@@ -114,21 +192,24 @@ class Workflow:
             for out in node["outputs"]:
                 if not out["links"]:
                     out["links"] = None
+        note_size = [720, 110]
         note = {
-            "id": len(self.nodes) + 1, "type": "Note", "pos": [0, -190], "size": [620, 150], "flags": {},
+            "id": len(self.nodes) + 1, "type": "Note", "pos": [0, -(note_size[1] + GAP + TITLE_H)],
+            "size": note_size, "flags": {},
             "order": len(self.nodes), "mode": 0, "inputs": [], "outputs": [], "properties": {},
             "widgets_values": [self.note], "color": "#432", "bgcolor": "#653",
         }
+        nodes = self.nodes + [note]
         return {
             "id": str(uuid.uuid5(uuid.NAMESPACE_URL, "comfyui-sadtalker/" + self.note[:40])),
             "revision": 0,
             "last_node_id": len(self.nodes) + 1,
             "last_link_id": len(self.links),
-            "nodes": self.nodes + [note],
+            "nodes": nodes,
             "links": self.links,
             "groups": [],
             "config": {},
-            "extra": {"ds": {"scale": 0.8, "offset": [60, 260]}},
+            "extra": {"ds": view_for([node_rect(n) for n in nodes])},
             "version": 0.4,
         }
 
@@ -148,22 +229,25 @@ def link_talking_head(wf: Workflow, model: int, image: int, audio: int, face: in
     wf.link(coeffs, 0, render, "coefficients")
 
 
+RENDER_WIDGETS = {"expression_scale": 1.0, "batch_size": 2, "paste_back": True, "yaw": "", "pitch": "", "roll": ""}
+
+
 def image_audio_to_video() -> Workflow:
     wf = Workflow("SadTalker: picture + speech -> mp4 with sound.\nWeights: ComfyUI/models/sadtalker "
                   "(python -m sadtalker_models download --models-dir ComfyUI/models/sadtalker).\n"
                   "Pick your picture and speech in the two load nodes.")
-    model = wf.add("SadTalkerModelLoader", (0, 0), {"checkpoint": CHECKPOINT, "precision": "auto"}, (330, 82))
-    image = wf.add("LoadImage", (0, 130), {"image": "portrait.png"}, (320, 330))
-    audio = wf.add("LoadAudio", (0, 500), {"audio": "speech.wav"}, (320, 136))
-    face = wf.add("SadTalkerFaceCrop", (380, 0), {"preprocess": "crop", "size": "256", "landmark_backend": "auto"},
-                  (330, 150))
-    coeffs = wf.add("SadTalkerAudioToCoefficients", (380, 220), {"pose_style": 0, "seed": 0, "blink": True,
-                                                                  "still": False}, (330, 360))
-    render = wf.add("SadTalkerRender", (760, 0), {"expression_scale": 1.0, "batch_size": 2, "paste_back": True,
-                                                  "yaw": "", "pitch": "", "roll": ""}, (330, 520))
-    video = wf.add("CreateVideo", (1140, 0), {"fps": 25.0}, (270, 80))
-    save = wf.add("SaveVideo", (1140, 130), {"filename_prefix": "video/sadtalker", "format": "mp4", "codec": "h264"},
-                  (400, 420))
+    model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
+    image = wf.add("LoadImage", {"image": "portrait.png"})
+    audio = wf.add("LoadAudio", {"audio": "speech.wav"})
+    face = wf.add("SadTalkerFaceCrop", {"preprocess": "crop", "size": "256", "landmark_backend": "auto"})
+    coeffs = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": False})
+    render = wf.add("SadTalkerRender", RENDER_WIDGETS)
+    video = wf.add("CreateVideo", {"fps": 25.0})
+    save = wf.add("SaveVideo", {"filename_prefix": "video/sadtalker", "format": "mp4", "codec": "h264"})
+    x = wf.column(0, [model, image, audio])
+    x = wf.column(x, [face, coeffs])
+    x = wf.column(x, [render])
+    wf.column(x, [video, save])
     link_talking_head(wf, model, image, audio, face, coeffs, render)
     wf.link(render, 0, video, "images")
     wf.link(render, 1, video, "audio")
@@ -176,22 +260,22 @@ def full_body_enhanced() -> Workflow:
     wf = Workflow("SadTalker full body: the face is animated and pasted back into the whole picture (full / "
                   "extfull), then restored with GFPGAN.\nPut GFPGANv1.4.pth in ComfyUI/models/facerestore_models "
                   "(or models/gfpgan). 'still' keeps the body and head steady.")
-    model = wf.add("SadTalkerModelLoader", (0, 0), {"checkpoint": CHECKPOINT, "precision": "auto"}, (330, 82))
-    image = wf.add("LoadImage", (0, 130), {"image": "full_body.png"}, (320, 330))
-    audio = wf.add("LoadAudio", (0, 500), {"audio": "speech.wav"}, (320, 136))
-    face = wf.add("SadTalkerFaceCrop", (380, 0), {"preprocess": "full", "size": "256", "landmark_backend": "auto"},
-                  (330, 150))
-    coeffs = wf.add("SadTalkerAudioToCoefficients", (380, 220), {"pose_style": 0, "seed": 0, "blink": True,
-                                                                  "still": True}, (330, 360))
-    render = wf.add("SadTalkerRender", (760, 0), {"expression_scale": 1.0, "batch_size": 2, "paste_back": True,
-                                                  "yaw": "", "pitch": "", "roll": ""}, (330, 520))
-    restorer = wf.add("SadTalkerFaceRestoreModelLoader", (760, 580), {"model_name": "GFPGANv1.4.pth",
-                                                                     "precision": "fp32"}, (330, 82))
-    enhance = wf.add("SadTalkerFaceEnhance", (1140, 0), {"strength": 1.0, "upscale_2x": False, "batch_size": 4,
-                                                         "landmark_backend": "auto"}, (320, 160))
-    video = wf.add("CreateVideo", (1140, 220), {"fps": 25.0}, (270, 80))
-    save = wf.add("SaveVideo", (1500, 0), {"filename_prefix": "video/sadtalker_full", "format": "mp4",
-                                           "codec": "h264"}, (400, 420))
+    model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
+    image = wf.add("LoadImage", {"image": "full_body.png"})
+    audio = wf.add("LoadAudio", {"audio": "speech.wav"})
+    face = wf.add("SadTalkerFaceCrop", {"preprocess": "full", "size": "256", "landmark_backend": "auto"})
+    coeffs = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": True})
+    render = wf.add("SadTalkerRender", RENDER_WIDGETS)
+    restorer = wf.add("SadTalkerFaceRestoreModelLoader", {"model_name": "GFPGANv1.4.pth", "precision": "fp32"})
+    enhance = wf.add("SadTalkerFaceEnhance", {"strength": 1.0, "upscale_2x": False, "batch_size": 4,
+                                              "landmark_backend": "auto"})
+    video = wf.add("CreateVideo", {"fps": 25.0})
+    save = wf.add("SaveVideo", {"filename_prefix": "video/sadtalker_full", "format": "mp4", "codec": "h264"})
+    x = wf.column(0, [model, image, audio])
+    x = wf.column(x, [face, coeffs])
+    x = wf.column(x, [render, restorer])
+    x = wf.column(x, [enhance, video])
+    wf.column(x, [save])
     link_talking_head(wf, model, image, audio, face, coeffs, render)
     wf.link(render, 0, enhance, "images")
     wf.link(restorer, 0, enhance, "face_restorer")
@@ -206,22 +290,24 @@ def reference_video_pose_blink() -> Workflow:
     wf = Workflow("SadTalker with a reference video: head motion and eye blinks are copied from a video "
                   "(Load Video -> Get Video Components), the mouth follows the speech.\nFor VideoHelperSuite, "
                   "connect its Load Video's IMAGE output to 'images' instead.")
-    model = wf.add("SadTalkerModelLoader", (0, 0), {"checkpoint": CHECKPOINT, "precision": "auto"}, (330, 82))
-    image = wf.add("LoadImage", (0, 130), {"image": "portrait.png"}, (320, 330))
-    audio = wf.add("LoadAudio", (0, 500), {"audio": "speech.wav"}, (320, 136))
-    ref_video = wf.add("LoadVideo", (0, 680), {"file": "reference.mp4"}, (320, 330))
-    components = wf.add("GetVideoComponents", (380, 680), {}, (220, 70))
-    reference = wf.add("SadTalkerReferenceToCoefficients", (380, 440),
-                       {"preprocess": "crop", "landmark_backend": "auto", "max_frames": 0}, (330, 200))
-    face = wf.add("SadTalkerFaceCrop", (380, 0), {"preprocess": "crop", "size": "256", "landmark_backend": "auto"},
-                  (330, 150))
-    coeffs = wf.add("SadTalkerAudioToCoefficients", (760, 300), {"pose_style": 0, "seed": 0, "blink": True,
-                                                                  "still": False}, (330, 360))
-    render = wf.add("SadTalkerRender", (760, 0), {"expression_scale": 1.0, "batch_size": 2, "paste_back": True,
-                                                  "yaw": "", "pitch": "", "roll": ""}, (330, 260))
-    video = wf.add("CreateVideo", (1140, 0), {"fps": 25.0}, (270, 80))
-    save = wf.add("SaveVideo", (1140, 130), {"filename_prefix": "video/sadtalker_ref", "format": "mp4",
-                                             "codec": "h264"}, (400, 420))
+    model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
+    image = wf.add("LoadImage", {"image": "portrait.png"})
+    audio = wf.add("LoadAudio", {"audio": "speech.wav"})
+    ref_video = wf.add("LoadVideo", {"file": "reference.mp4"})
+    components = wf.add("GetVideoComponents", {})
+    reference = wf.add("SadTalkerReferenceToCoefficients", {"preprocess": "crop", "landmark_backend": "auto",
+                                                            "max_frames": 0})
+    face = wf.add("SadTalkerFaceCrop", {"preprocess": "crop", "size": "256", "landmark_backend": "auto"})
+    coeffs = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": False})
+    render = wf.add("SadTalkerRender", RENDER_WIDGETS)
+    video = wf.add("CreateVideo", {"fps": 25.0})
+    save = wf.add("SaveVideo", {"filename_prefix": "video/sadtalker_ref", "format": "mp4", "codec": "h264"})
+    x = wf.column(0, [model, image, audio])
+    x = wf.column(x, [ref_video, components])
+    x = wf.column(x, [face, reference])
+    x = wf.column(x, [coeffs])
+    x = wf.column(x, [render])
+    wf.column(x, [video, save])
     wf.link(ref_video, 0, components, "video")
     wf.link(model, 0, reference, "model")
     wf.link(components, 0, reference, "images")
@@ -235,6 +321,67 @@ def reference_video_pose_blink() -> Workflow:
     return wf
 
 
+THUMBNAIL_SIZE = (512, 384)
+LINK_COLORS = {"IMAGE": (100, 181, 246), "AUDIO": (240, 160, 80), "FLOAT": (170, 238, 136),
+               "VIDEO": (220, 120, 220)}
+TITLES_SHORT = {
+    "sadtalker_image_audio_to_video.json": "picture + speech -> video",
+    "sadtalker_full_body_enhanced.json": "full body, face restored",
+    "sadtalker_reference_video_pose_blink.json": "pose + blinks from a video",
+}
+
+
+def thumbnail(workflow: dict, caption: str):
+    """A picture of the graph for ComfyUI's template browser: the nodes as laid out (after-run sizes),
+    their titles and links, under a caption. Returns a PIL image."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = THUMBNAIL_SIZE
+    caption_h = 44
+    image = Image.new("RGB", (width, height), (32, 32, 32))
+    draw = ImageDraw.Draw(image)
+    rects = [node_rect(n) for n in workflow["nodes"]]
+    x0, y0 = min(r[0] for r in rects), min(r[1] for r in rects)
+    x1, y1 = max(r[2] for r in rects), max(r[3] for r in rects)
+    margin = 12
+    scale = min((width - 2 * margin) / (x1 - x0), (height - caption_h - 2 * margin) / (y1 - y0))
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return margin + (x - x0) * scale, caption_h + margin + (y - y0) * scale
+
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    for _, src, src_slot, dst, dst_slot, kind in workflow["links"]:
+        a, b = nodes[src], nodes[dst]
+        start = at(a["pos"][0] + a["size"][0], a["pos"][1] + 10 + src_slot * SLOT_H)
+        end = at(b["pos"][0], b["pos"][1] + 10 + dst_slot * SLOT_H)
+        bend = max(20.0, (end[0] - start[0]) / 2)
+        points = []
+        for i in range(21):   # cubic Bezier, as LiteGraph draws links
+            t = i / 20
+            c = [(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t ** 2, t ** 3]
+            xs = (start[0], start[0] + bend, end[0] - bend, end[0])
+            ys = (start[1], start[1], end[1], end[1])
+            points.append((sum(w * v for w, v in zip(c, xs)), sum(w * v for w, v in zip(c, ys))))
+        draw.line(points, fill=LINK_COLORS.get(kind, (150, 150, 150)), width=2)
+    font = ImageFont.load_default(size=max(8, int(22 * scale)))
+    for node in workflow["nodes"]:
+        rx0, ry0, rx1, ry1 = node_rect(node)
+        (ax, ay), (bx, by) = at(rx0, ry0), at(rx1, ry1)
+        body = (83, 51, 34) if node["type"] == "Note" else \
+            (44, 62, 80) if node["type"].startswith("SadTalker") else (53, 53, 53)
+        draw.rounded_rectangle((ax, ay, bx, by), radius=4, fill=body, outline=(20, 20, 20))
+        draw.rectangle((ax, ay, bx, ay + TITLE_H * scale), fill=(34, 34, 34))
+        title = node.get("title") or node["type"]
+        while title and draw.textlength(title, font=font) > bx - ax - 6:
+            title = title[:-1]
+        draw.text((ax + 3, ay + 1), title, fill=(221, 221, 221), font=font)
+        if node["type"] in SHOWS:   # where the preview / curves appear after a run
+            draw.rectangle((ax + 4, by - SHOWS[node["type"]] * scale, bx - 4, by - 4), fill=(20, 20, 20))
+    draw.rectangle((0, 0, width, caption_h - 6), fill=(24, 24, 24))
+    draw.text((12, 8), "SadTalker: " + caption, fill=(240, 240, 240), font=ImageFont.load_default(size=22))
+    return image
+
+
 WORKFLOWS = {
     "sadtalker_image_audio_to_video.json": image_audio_to_video,
     "sadtalker_full_body_enhanced.json": full_body_enhanced,
@@ -246,8 +393,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     OUT.mkdir(exist_ok=True)
     for name, build in WORKFLOWS.items():
-        (OUT / name).write_text(json.dumps(build().to_json(), indent=1) + "\n")
-        logging.info("wrote %s", OUT / name)
+        workflow = build().to_json()
+        (OUT / name).write_text(json.dumps(workflow, indent=1) + "\n")
+        # ComfyUI's template browser shows workflows/<name>.jpg beside workflows/<name>.json
+        thumbnail(workflow, TITLES_SHORT[name]).save(OUT / (Path(name).stem + ".jpg"), quality=88)
+        logging.info("wrote %s and its thumbnail", OUT / name)
 
 
 if __name__ == "__main__":

@@ -204,3 +204,73 @@ def test_web_extension_defaults_and_restores_outputs_after_reload(tmp_path):
     assert out["curveFrames"] == 2                               # the newest run of this workflow
     assert "filename=new.mp4" in out["videoSrc"] and "type=temp" in out["videoSrc"]
     assert out["pure"] == ["6"]
+
+
+# --------------------------------------------------------------------------- layout after a run
+
+
+def builder():
+    spec = importlib.util.spec_from_file_location("build_example_workflows", REPO / "scripts" / "build_example_workflows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _after_run_size(build, node_type: str, info: dict) -> tuple[int, int]:
+    """The size a node has after a run, from the node's real inputs and outputs (not the builder's tables)."""
+    if node_type in build.CORE_SIZES or node_type == "Note":
+        return None
+    sockets = widgets = 0
+    for section in ("required", "optional"):
+        for name, spec in info["input"].get(section, {}).items():
+            kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+            if isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+                widgets += 1 + bool(options.get("control_after_generate"))
+            else:
+                sockets += 1
+    height = build.after_run_height(node_type, max(sockets, len(info["output"])), widgets)
+    return build.MIN_WIDTH.get(node_type, 0), height
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_layout_after_a_run_has_no_overlaps_and_fits_the_default_view(path, object_info):
+    build = builder()
+    wf = json.loads(path.read_text())
+    rects = {}
+    for node in wf["nodes"]:
+        need = _after_run_size(build, node["type"], object_info.get(node["type"], {}))
+        if need is not None:   # room for the preview / curves the node shows after a run
+            assert node["size"][0] >= need[0] and node["size"][1] >= need[1], (node["type"], node["size"], need)
+        rects[node["id"]] = (node["type"], build.node_rect(node))
+    items = list(rects.values())
+    for i, (type_a, a) in enumerate(items):
+        for type_b, b in items[i + 1:]:
+            apart = a[2] + 10 <= b[0] or b[2] + 10 <= a[0] or a[3] + 10 <= b[1] or b[3] + 10 <= a[1]
+            assert apart, f"{path.name}: {type_a} {a} overlaps {type_b} {b}"
+    ds = wf["extra"]["ds"]
+    scale, (ox, oy) = ds["scale"], ds["offset"]
+    assert scale >= build.MIN_SCALE   # ComfyUI still draws the widgets at this zoom
+    width, height = build.VIEWPORT
+    left, top, right, bottom = build.VIEW_MARGINS
+    for kind, (x0, y0, x1, y1) in items:
+        sx0, sy0, sx1, sy1 = (x0 + ox) * scale, (y0 + oy) * scale, (x1 + ox) * scale, (y1 + oy) * scale
+        assert sx0 >= left - 0.5 and sy0 >= top - 0.5, (path.name, kind, sx0, sy0)
+        assert sx1 <= width - right + 0.5 and sy1 <= height - bottom + 0.5, (path.name, kind, sx1, sy1)
+
+
+def test_examples_have_template_thumbnails():
+    from PIL import Image
+
+    build = builder()
+    for path in WORKFLOWS:
+        thumb = path.with_suffix(".jpg")   # what ComfyUI's template browser asks for
+        assert thumb.is_file(), thumb
+        with Image.open(thumb) as image:
+            assert image.format == "JPEG" and image.size == build.THUMBNAIL_SIZE
+
+
+def test_examples_are_what_the_builder_writes(tmp_path, monkeypatch):
+    build = builder()
+    for name, make in build.WORKFLOWS.items():
+        assert make().to_json() == json.loads((REPO / "workflows" / name).read_text()), \
+            f"{name} is stale: run python scripts/build_example_workflows.py"
