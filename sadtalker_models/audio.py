@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from scipy.signal import lfilter
 
+from .options import FPS
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-FPS = 25
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 N_FFT = 800
 HOP = 200

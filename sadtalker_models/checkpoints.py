@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .official_files import OFFICIAL_FILES, RELEASE_URL
+from .options import SIZES, is_full_frame
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,6 @@ SUBMODELS: dict[str, tuple[str, str]] = {
 #: MappingNet input channels per mapping file.
 MAPPING_INPUTS: dict[str, int] = {"mapping_00229-model.pth.tar": 70, "mapping_00109-model.pth.tar": 73}
 
-SIZES = (256, 512)
 
 
 class CheckpointError(ValueError):
@@ -80,7 +80,7 @@ def sadtalker_file_for(size: int) -> str:
 
 def mapping_file_for(preprocess: str) -> str:
     """The MappingNet file a preprocess mode uses: the 73-input one for any ``*full`` mode (spec §2.1)."""
-    return "mapping_00109-model.pth.tar" if "full" in preprocess else "mapping_00229-model.pth.tar"
+    return "mapping_00109-model.pth.tar" if is_full_frame(preprocess) else "mapping_00229-model.pth.tar"
 
 
 def missing_file_message(path: Path) -> str:

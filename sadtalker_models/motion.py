@@ -14,8 +14,8 @@ import math
 import torch
 
 from .coefficients import BLINK_PULSE, make_generator
+from .options import FPS
 
-FPS = 25
 #: Highest blink rate accepted (a 5-frame pulse plus 2 open frames is 7 frames: ~214 per minute).
 MAX_BLINKS_PER_MINUTE = 120.0
 #: Each gap between blink starts is the mean gap times a factor drawn uniformly from this range.

@@ -15,9 +15,10 @@ import logging
 
 import torch
 
+from .options import PRECISIONS
+
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _REDUCED = (torch.float16, torch.bfloat16)
 

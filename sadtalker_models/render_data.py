@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .options import is_full_frame
+
 logger = logging.getLogger(__name__)
 
 SEMANTIC_RADIUS = 13
@@ -38,11 +40,6 @@ class RenderInputs:
     @property
     def num_frames(self) -> int:
         return int(self.target_semantics.shape[0])
-
-
-def is_full_mode(preprocess: str) -> bool:
-    """``full`` and ``extfull`` use 73 coefficients (scale and translation of the crop appended)."""
-    return "full" in preprocess
 
 
 def camera_sequence(degrees: Sequence[float], num_frames: int) -> torch.Tensor:
@@ -115,7 +112,7 @@ def build_render_inputs(
     Returns:
         :class:`RenderInputs`.
     """
-    full = is_full_mode(preprocess)
+    full = is_full_frame(preprocess)
     c = 73 if full else 70
     src = torch.as_tensor(source_coeff).detach().to("cpu", torch.float32)
     if src.ndim == 1:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import MEDIA, PARITY_CASES
+from sadtalker_models.options import PREPROCESS_MODES as MODES
 from sadtalker_models.face.crop import (
-    MODES,
     apply_crop,
     crop_face,
     crop_geometry,

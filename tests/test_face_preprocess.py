@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import MEDIA
-from sadtalker_models.face.crop import MODES, crop_face
+from sadtalker_models.face.crop import crop_face
+from sadtalker_models.options import PREPROCESS_MODES as MODES
 from sadtalker_models.face.landmarks import MIN_FACE_SIZE, make_landmark_detector
 from sadtalker_models.face.preprocess import FaceData, prepare_face
 

@@ -14,19 +14,15 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-#: Preprocess modes of the reference.
-MODES = ("crop", "extcrop", "resize", "full", "extfull")
-#: Modes whose output is pasted back into the original image (§15).
-PASTE_MODES = ("full", "extfull")
+from ..options import PREPROCESS_MODES, check_choice, is_full_frame
+
 #: Side of the alignment template used for the shrink factor (§3.2).
 OUTPUT_SIZE = 512
 
 
 def check_mode(mode: str) -> str:
-    """Return ``mode`` if known, else raise ValueError."""
-    if mode not in MODES:
-        raise ValueError(f"Unknown preprocess mode {mode!r}; use one of {', '.join(MODES)}.")
-    return mode
+    """Return ``mode`` if it is a preprocess mode, else raise ValueError."""
+    return check_choice(mode, PREPROCESS_MODES, "preprocess mode")
 
 
 @dataclass(frozen=True)
@@ -132,7 +128,7 @@ class CropInfo:
     @property
     def paste_box(self) -> tuple[int, int, int, int] | None:
         """(x1, y1, x2, y2) paste-back box in the original image for full/extfull, else None."""
-        return self.region if self.mode in PASTE_MODES else None
+        return self.region if is_full_frame(self.mode) else None
 
     def output_size(self, size: int) -> tuple[int, int]:
         """(width, height) of the aspect-restored frames for render size ``size`` (§14 step 2)."""
@@ -226,7 +222,7 @@ def crop_face(
     Args:
         image: (H0, W0, 3) uint8 RGB.
         lm68: (68, 2) landmarks of ``image`` (None allowed in resize mode).
-        mode: one of MODES.
+        mode: one of options.PREPROCESS_MODES.
         size: render size S.
     Returns:
         ``I_c`` (S, S, 3) uint8 RGB (OpenCV INTER_LINEAR resize of the kept region) and its CropInfo.

@@ -14,12 +14,13 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from .crop import PASTE_MODES, CropInfo
+from ..options import is_full_frame
+from .crop import CropInfo
 from .landmarks import to_rgb_uint8
 
 
 def _paste_box(info: CropInfo, original_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    if info.mode not in PASTE_MODES:
+    if not is_full_frame(info.mode):
         raise ValueError(
             f"Paste-back is only for the 'full' and 'extfull' preprocess modes, not {info.mode!r}."
         )
