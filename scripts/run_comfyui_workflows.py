@@ -1,25 +1,38 @@
-"""Run the example workflows in a real ComfyUI, headless, and check their outputs.
+"""Run the example workflows in a real ComfyUI, headless, and check every video they save.
 
-    python scripts/run_comfyui_workflows.py /path/to/ComfyUI [--python /path/to/comfy/venv/bin/python]
+    python scripts/run_comfyui_workflows.py /path/to/ComfyUI --python /path/to/comfy/venv/bin/python \\
+        [--extra-node /path/to/ComfyUI-VideoHelperSuite]
 
-What it does:
+It works from any checkout of the pack (also an installed copy in ``ComfyUI/custom_nodes``) and
+needs nothing beside it; the runner itself uses only the standard library, everything else runs
+in ComfyUI's Python (``--python``, default: the Python running this script).
 
-1. makes a temporary ComfyUI base folder (models, input, output, temp, user, custom_nodes) with this
-   pack symlinked into ``custom_nodes``; stand-in weights in the official layout go into
-   ``models/sadtalker`` (``--weights-dir`` to reuse a folder, else written with the shared
-   ``make_weights.py``) and a random-weight GFPGANv1.4 into ``models/facerestore_models``;
-2. puts short inputs in ``input/`` under the names the workflows use (a fraction of a second of
-   speech, so the CPU renders only a few frames);
-3. starts ``main.py --cpu --listen 127.0.0.1 --port N`` with that base folder;
-4. converts each ``workflows/*.json`` (UI format) into an API prompt, mapping ``widgets_values`` to
-   input names with the server's ``/object_info``;
-5. queues each prompt, waits for it, and checks the saved mp4 (video + audio streams, duration);
-6. stops the server; exits non-zero if anything failed.
+1. makes a temporary ComfyUI base folder (models, input, output, temp, user, custom_nodes) with
+   this pack (and every ``--extra-node`` folder) symlinked into ``custom_nodes``; deterministic
+   stand-in weights in the official layout go into ``models/sadtalker`` (written with
+   ``sadtalker_models/stand_in_weights.py``; ``--weights-dir`` reuses a folder) and a random-weight
+   GFPGANv1.4 into ``models/facerestore_models``;
+2. puts short inputs from the pack's ``tests/data/media`` in ``input/`` under the names the
+   workflows use (a fraction of a second of speech, so the CPU renders only a few frames), plus
+   odd-sized pictures (451x675, 211x317);
+3. starts ``main.py --cpu`` on a free port with that base folder;
+4. converts each example workflow (UI format) into an API prompt, mapping ``widgets_values`` to
+   input names with the server's ``/object_info``, and adds derived cases: odd-sized pictures in
+   ``full`` and ``crop`` mode with paste-back through core Create Video -> Save Video, and (when
+   VideoHelperSuite is loaded) VHS Load Video -> Reference Video to Coefficients and Render ->
+   VHS Video Combine;
+5. queues each prompt, waits for it, and checks every video it saved: one video stream with even
+   width and height, the expected frame count, an audio stream as long as the frames, the
+   container duration, and the previews/curves in the run's UI outputs; the first example is
+   re-queued unchanged right after its run (ComfyUI serves it from its cache): it must save no
+   second video and, for output nodes, re-send their previews and curves;
+6. stops the server and ends with ``all N cases passed`` (exit 0) or ``failed: <cases>`` (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -34,16 +47,22 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SADTALKER_SHARED_DIR", REPO.parent / "shared"))
-MEDIA = SHARED / "media"
 PACK_DIR_NAME = "comfyui-sadtalker"
 FPS = 25.0
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov")
+ODD_FULL = (451, 675)     # full mode, paste-back: the output must be even and about this size
+ODD_CROP = (211, 317)     # crop mode, paste-back
 
 log = logging.getLogger("run_comfyui_workflows")
+
+
+class SetupError(RuntimeError):
+    """Something the user must fix before the check can run; the message says what."""
 
 
 # --------------------------------------------------------------------------- setup
@@ -55,52 +74,79 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_stand_in_weights(folder: Path, seed: int = 0) -> None:
-    """The three official-layout SadTalker files from the shared manifests (random weights)."""
-    import importlib.util
-
-    import torch
-    from safetensors.torch import save_file
-
-    spec = importlib.util.spec_from_file_location("make_weights", SHARED / "parity" / "make_weights.py")
-    make_weights = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_weights)
-    manifests = SHARED / "parity" / "manifests"
-    folder.mkdir(parents=True, exist_ok=True)
-    state = make_weights.make_state_dict(json.loads((manifests / "SadTalker_V0.0.2.safetensors.json").read_text()), seed)
-    save_file(state, str(folder / "SadTalker_V0.0.2_256.safetensors"))
-    for name in ("mapping_00229-model.pth.tar", "mapping_00109-model.pth.tar"):
-        mapping = make_weights.make_state_dict(json.loads((manifests / f"{name}.json").read_text()), seed)
-        torch.save({"mapping": mapping, "epoch": int(name[8:13])}, folder / name)
+def run_python(python: str, cwd: Path, code: str, *args: str, what: str) -> str:
+    """Run ``code`` in ComfyUI's Python with ``cwd`` as the working folder; returns its stdout."""
+    try:
+        proc = subprocess.run([python, "-c", code, *args], cwd=cwd, capture_output=True, text=True)
+    except OSError as err:
+        raise SetupError(f"Could not start {python} to {what} ({err}); pass ComfyUI's Python with --python.") from err
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise SetupError(f"Could not {what} with {python}: {last}. Install the pack's requirements into that "
+                         "Python (pip install -r requirements.txt).")
+    return proc.stdout
 
 
-def write_stand_in_gfpgan(path: Path) -> None:
-    """GFPGANv1.4's architecture with random weights, saved like the official file."""
-    import torch
-    from spandrel.architectures.GFPGAN import GFPGAN
+WRITE_WEIGHTS = ("import sys\n"
+                 "from sadtalker_models.stand_in_weights import write_stand_in_files\n"
+                 "write_stand_in_files(sys.argv[1], int(sys.argv[2]))\n")
 
-    torch.manual_seed(0)
-    module = GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None, fix_decoder=False,
-                    num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"params_ema": module.state_dict()}, path)
+WRITE_GFPGAN = ("import sys, torch\n"
+                "from spandrel.architectures.GFPGAN import GFPGAN\n"
+                "torch.manual_seed(0)\n"
+                "net = GFPGAN(out_size=512, num_style_feat=512, channel_multiplier=2, decoder_load_path=None,\n"
+                "             fix_decoder=False, num_mlp=8, input_is_latent=True, different_w=True, narrow=1,\n"
+                "             sft_half=True)\n"
+                "torch.save({'params_ema': net.state_dict()}, sys.argv[1])\n")
 
-
-def ffmpeg() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
+FIND_FFMPEG = "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"
 
 
-def prepare_inputs(input_dir: Path, seconds: float, ref_seconds: float) -> None:
-    """Short copies of the shared media under the names the example workflows use."""
+def media_dir(pack: Path) -> Path:
+    folder = pack / "tests" / "data" / "media"
+    needed = ["art_0.png", "full_body_1.png"]
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        raise SetupError(f"{folder} lacks {', '.join(missing)}: this check needs a full clone of the pack "
+                         "(git clone, not a copy without tests/); or give --pack a full clone.")
+    return folder
+
+
+def ffmpeg_run(ffmpeg: str, *args: str, what: str) -> None:
+    proc = subprocess.run([ffmpeg, "-v", "error", "-y", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SetupError(f"ffmpeg could not {what}: {proc.stderr.strip()[-500:]}")
+
+
+def prepare_inputs(ffmpeg: str, media: Path, input_dir: Path, seconds: float, ref_seconds: float) -> None:
+    """Short inputs under the names the example workflows use, and the odd-sized pictures.
+
+    Speech and the reference video come from ``media`` when present, else they are generated
+    (a tone; the portrait held still), so only the two pictures are required.
+    """
     input_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(MEDIA / "art_0.png", input_dir / "portrait.png")
-    shutil.copy(MEDIA / "full_body_1.png", input_dir / "full_body.png")
-    subprocess.run([ffmpeg(), "-v", "error", "-y", "-i", str(MEDIA / "speech_en_16k_3s.wav"), "-t", f"{seconds:.3f}",
-                    "-c:a", "pcm_s16le", str(input_dir / "speech.wav")], check=True)
-    subprocess.run([ffmpeg(), "-v", "error", "-y", "-i", str(MEDIA / "ref_pose_blink_3s.mp4"), "-t", f"{ref_seconds:.3f}",
-                    "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(input_dir / "reference.mp4")], check=True)
+    shutil.copy(media / "art_0.png", input_dir / "portrait.png")
+    shutil.copy(media / "full_body_1.png", input_dir / "full_body.png")
+    speech = media / "speech_en_16k_3s.wav"
+    source = ["-i", str(speech)] if speech.is_file() else ["-f", "lavfi", "-i", "sine=frequency=220:sample_rate=16000"]
+    ffmpeg_run(ffmpeg, *source, "-t", f"{seconds:.3f}", "-ac", "1", "-c:a", "pcm_s16le", str(input_dir / "speech.wav"),
+               what="cut the speech clip")
+    reference = media / "ref_pose_blink_3s.mp4"
+    source = ["-i", str(reference)] if reference.is_file() else ["-loop", "1", "-framerate", "25", "-i",
+                                                                str(media / "art_0.png")]
+    ffmpeg_run(ffmpeg, *source, "-t", f"{ref_seconds:.3f}", "-an", "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2",
+               "-c:v", "libx264", "-pix_fmt", "yuv420p", str(input_dir / "reference.mp4"), what="cut the reference video")
+    for (width, height) in (ODD_FULL, ODD_CROP):
+        ffmpeg_run(ffmpeg, "-i", str(media / "full_body_1.png"), "-vf", f"scale={width}:{height}:flags=bicubic",
+                   str(input_dir / f"odd_{width}x{height}.png"), what="make an odd-sized picture")
+
+
+def install_node(custom_nodes: Path, folder: Path, name: str | None = None) -> None:
+    folder = folder.resolve()
+    if not folder.is_dir():
+        raise SetupError(f"--extra-node {folder} is not a folder; give a custom node folder such as "
+                         "ComfyUI-VideoHelperSuite.")
+    (custom_nodes / (name or folder.name)).symlink_to(folder, target_is_directory=True)
 
 
 # --------------------------------------------------------------------------- server
@@ -126,7 +172,8 @@ class Server:
                                          headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                return json.loads(response.read())
+                data = response.read()
+                return json.loads(data) if data else None
         except urllib.error.HTTPError as err:
             raise RuntimeError(f"POST {path} -> {err.code}: {err.read().decode(errors='replace')[:4000]}") from err
 
@@ -134,13 +181,13 @@ class Server:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited with code {self.proc.returncode}:\n{self.log_tail()}")
+                raise SetupError(f"ComfyUI exited with code {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 self.get("/system_stats", timeout=5)
                 return
             except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
                 time.sleep(1)
-        raise RuntimeError(f"ComfyUI did not answer within {timeout:.0f} s:\n{self.log_tail()}")
+        raise SetupError(f"ComfyUI did not answer within {timeout:.0f} s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 60) -> str:
         self.log_file.flush()
@@ -195,7 +242,7 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
         if kind not in object_info:
             if kind in ("Note", "MarkdownNote"):
                 continue
-            raise RuntimeError(f"node type {kind!r} (node {node['id']}) is not known to this ComfyUI; "
+            raise SetupError(f"node type {kind!r} (node {node['id']}) is not known to this ComfyUI; "
                                "is the pack loaded? (see the server log)")
         linked = {inp["name"]: inp.get("link") for inp in node.get("inputs", []) if inp.get("link") is not None}
         values = list(node.get("widgets_values") or [])
@@ -216,177 +263,357 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
     return prompt
 
 
+# --------------------------------------------------------------------------- cases
+
+
+@dataclass
+class Case:
+    """One API prompt to queue and what its saved videos must look like."""
+
+    name: str
+    prompt: dict
+    frames: int
+    size: tuple[int, int] | None = None          # about (width, height) of the source picture; output is even
+    videos: int = 1                              # videos it must save (0: served from the cache)
+    ui: dict[str, str] = field(default_factory=dict)   # ui key the history must hold -> why
+
+
+def nodes_of(prompt: dict, class_type: str) -> list[str]:
+    return [key for key, node in prompt.items() if node["class_type"] == class_type]
+
+
+def set_inputs(prompt: dict, class_type: str, **values) -> None:
+    ids = nodes_of(prompt, class_type)
+    if not ids:
+        raise SetupError(f"the base workflow has no {class_type} node; the derived case cannot be built")
+    for key in ids:
+        prompt[key]["inputs"].update(values)
+
+
+def expected_ui(prompt: dict) -> dict[str, str]:
+    kinds = {node["class_type"] for node in prompt.values()}
+    ui = {}
+    if "SadTalkerRender" in kinds:
+        ui["sadtalker_video"] = "the Render node's preview"
+    if kinds & {"SadTalkerAudioToCoefficients", "SadTalkerReferenceToCoefficients"}:
+        ui["sadtalker_curves"] = "the coefficient curves"
+    return ui
+
+
+def odd_picture_case(base: dict, frames: int, mode: str, size: tuple[int, int]) -> Case:
+    """The base example with an odd-sized picture, ``mode`` and paste-back, into core Save Video.
+
+    Every saved frame size must be even (libx264 refuses odd ones); with ``full``/``extfull`` the
+    face is pasted back, so the video must also have about the picture's size.
+    """
+    prompt = copy.deepcopy(base)
+    set_inputs(prompt, "LoadImage", image=f"odd_{size[0]}x{size[1]}.png")
+    set_inputs(prompt, "SadTalkerFaceCrop", preprocess=mode)
+    set_inputs(prompt, "SadTalkerRender", paste_back=True)
+    set_inputs(prompt, "SaveVideo", filename_prefix=f"video/odd_{mode}")
+    return Case(f"odd {size[0]}x{size[1]} {mode} -> CreateVideo -> SaveVideo", prompt, frames,
+                size=size if "full" in mode else None, ui=expected_ui(prompt))
+
+
+def vhs_case(base: dict, frames: int) -> Case:
+    """The reference example with VHS Load Video for the reference frames and VHS Video Combine."""
+    prompt = copy.deepcopy(base)
+    (components,) = nodes_of(prompt, "GetVideoComponents")
+    (loader,) = nodes_of(prompt, "LoadVideo")
+    (create,) = nodes_of(prompt, "CreateVideo")
+    (save,) = nodes_of(prompt, "SaveVideo")
+    for node in prompt.values():
+        for value in node["inputs"].values():
+            if isinstance(value, list) and value[0] == components and value[1] != 0:
+                raise SetupError("the reference example uses Get Video Components' audio or fps; the VHS case "
+                                 "only replaces its images")
+    del prompt[loader], prompt[save]
+    prompt[components] = {"class_type": "VHS_LoadVideo", "inputs": {
+        "video": "reference.mp4", "force_rate": 25, "custom_width": 0, "custom_height": 0, "frame_load_cap": 0,
+        "skip_first_frames": 0, "select_every_nth": 1, "format": "AnimateDiff"}}
+    wiring = prompt.pop(create)["inputs"]
+    prompt[create] = {"class_type": "VHS_VideoCombine", "inputs": {
+        "images": wiring["images"], "audio": wiring["audio"], "frame_rate": 25, "loop_count": 0,
+        "filename_prefix": "video/vhs", "format": "video/h264-mp4", "pingpong": False, "save_output": True,
+        "pix_fmt": "yuv420p", "crf": 19, "save_metadata": True, "trim_to_audio": False}}
+    return Case("VHS Load Video -> Reference Video to Coefficients; Render -> VHS Video Combine", prompt, frames,
+                ui=expected_ui(prompt))
+
+
+def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool) -> list[Case]:
+    cases = []
+    prompts = {}
+    for path in workflows:
+        try:
+            workflow = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise SetupError(f"{path} is not a readable workflow JSON ({err})") from err
+        prompt = ui_to_api(workflow, object_info)
+        prompts[path.name] = prompt
+        saves = len(nodes_of(prompt, "SaveVideo")) + len(nodes_of(prompt, "VHS_VideoCombine"))
+        cases.append(Case(path.name, prompt, frames, videos=saves, ui=expected_ui(prompt)))
+    # the first example again, unchanged and straight after it (ComfyUI's cache keeps the last prompt
+    # only): served from the cache, as when a user reloads the page and presses Run
+    first = cases[0]
+    requeue = Case(f"{first.name} re-queued unchanged (cached)", first.prompt, frames, videos=0)
+    for node_type, key in (("SadTalkerRender", "sadtalker_video"), ("SadTalkerAudioToCoefficients", "sadtalker_curves")):
+        if nodes_of(first.prompt, node_type) and object_info.get(node_type, {}).get("output_node"):
+            requeue.ui[key] = f"{node_type} is an output node, so ComfyUI must re-send its UI from the cache"
+    cases.insert(1, requeue)
+    plain = [p for p in prompts.values() if {"LoadImage", "SadTalkerFaceCrop", "SadTalkerRender", "CreateVideo",
+                                             "SaveVideo"} <= {n["class_type"] for n in p.values()}
+             and not {"SadTalkerFaceEnhance", "SadTalkerReferenceToCoefficients"} & {n["class_type"] for n in p.values()}]
+    if not plain:
+        raise SetupError("no example workflow has the plain Load Image -> Face Crop -> Render -> Create Video -> "
+                         "Save Video chain the odd-size cases are built from")
+    cases.append(odd_picture_case(plain[0], frames, "full", ODD_FULL))
+    cases.append(odd_picture_case(plain[0], frames, "crop", ODD_CROP))
+    reference = [p for p in prompts.values() if nodes_of(p, "SadTalkerReferenceToCoefficients")
+                 and nodes_of(p, "GetVideoComponents") and nodes_of(p, "CreateVideo")]
+    if vhs and reference:
+        cases.append(vhs_case(reference[0], frames))
+    elif vhs:
+        log.warning("no reference-video example with Get Video Components; the VHS case is left out")
+    else:
+        log.warning("VideoHelperSuite is not loaded (add --extra-node /path/to/ComfyUI-VideoHelperSuite); "
+                    "the VHS case is left out")
+    return cases
+
+
 # --------------------------------------------------------------------------- checks
 
 
-def probe(path: Path) -> dict:
-    proc = subprocess.run([ffmpeg(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
-    text = proc.stderr
+@dataclass
+class Probe:
+    streams_video: list[str]
+    streams_audio: list[str]
+    width: int
+    height: int
+    duration: float | None
+    frames: int
+    audio_seconds: float
+
+
+def probe(ffmpeg: str, path: Path) -> Probe:
+    """Streams, frame size, container duration, video packets and decoded audio length of a video file."""
+    text = subprocess.run([ffmpeg, "-hide_banner", "-i", str(path)], capture_output=True, text=True).stderr
+    video = [ln.strip() for ln in text.splitlines() if "Stream #" in ln and "Video:" in ln]
+    audio = [ln.strip() for ln in text.splitlines() if "Stream #" in ln and "Audio:" in ln]
+    size = re.search(r", (\d{2,5})x(\d{2,5})[ ,\[]", video[0]) if video else None
     match = re.search(r"Duration:\s*(\d+):(\d+):(\d+(?:\.\d+)?)", text)
     duration = int(match[1]) * 3600 + int(match[2]) * 60 + float(match[3]) if match else None
-    return {"duration": duration, "video": [ln for ln in text.splitlines() if "Video:" in ln],
-            "audio": [ln for ln in text.splitlines() if "Audio:" in ln]}
+    counted = subprocess.run([ffmpeg, "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
+                             capture_output=True, text=True).stderr
+    found = re.findall(r"frame=\s*(\d+)", counted)
+    seconds = 0.0
+    if audio:
+        pcm = subprocess.run([ffmpeg, "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "s16le", "-ac", "1",
+                              "-ar", "16000", "pipe:1"], capture_output=True)
+        seconds = len(pcm.stdout) / 2 / 16000
+    return Probe(video, audio, int(size[1]) if size else 0, int(size[2]) if size else 0, duration,
+                 int(found[-1]) if found else -1, seconds)
 
 
-def audio_seconds(path: Path) -> float:
-    """Length of the decoded audio stream in seconds (16 kHz mono decode)."""
-    proc = subprocess.run([ffmpeg(), "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "s16le", "-ac", "1",
-                           "-ar", "16000", "pipe:1"], capture_output=True, check=True)
-    return len(proc.stdout) / 2 / 16000
+def check_video(ffmpeg: str, path: Path, case: Case) -> list[str]:
+    info = probe(ffmpeg, path)
+    seconds = case.frames / FPS
+    log.info("  %s: %dx%d, %d frames, audio %s, audio %.3f s, duration %s s", path.name, info.width, info.height,
+             info.frames, "yes" if info.streams_audio else "NO", info.audio_seconds, info.duration)
+    problems = []
+    if len(info.streams_video) != 1:
+        problems.append(f"{path.name}: expected one video stream, got {info.streams_video}")
+    if info.width % 2 or info.height % 2 or not info.width:
+        problems.append(f"{path.name}: frame size {info.width}x{info.height} is not even")
+    if case.size and (abs(info.width - case.size[0]) > 1 or abs(info.height - case.size[1]) > 1):
+        problems.append(f"{path.name}: frame size {info.width}x{info.height}, expected the picture's "
+                        f"{case.size[0]}x{case.size[1]} made even")
+    if info.frames != case.frames:
+        problems.append(f"{path.name}: {info.frames} frames, expected {case.frames}")
+    if len(info.streams_audio) != 1:
+        problems.append(f"{path.name}: expected one audio stream, got {info.streams_audio}")
+    elif abs(info.audio_seconds - seconds) > 0.03:
+        problems.append(f"{path.name}: audio lasts {info.audio_seconds:.3f} s, expected {seconds:.3f} s")
+    if info.duration is None or abs(info.duration - seconds) > 0.05:
+        problems.append(f"{path.name}: container duration {info.duration} s, expected {seconds:.3f} s")
+    return problems
 
 
-def video_frames(path: Path) -> int:
-    """Video packets in the file (one per frame for H.264 in mp4)."""
-    proc = subprocess.run([ffmpeg(), "-i", str(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
-                          capture_output=True, text=True)
-    found = re.findall(r"frame=\s*(\d+)", proc.stderr)
-    return int(found[-1]) if found else -1
+def videos_in(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES}
 
 
-def run_workflow(server: Server, path: Path, object_info: dict, output_dir: Path, timeout: float,
-                 expected_frames: int) -> list[str]:
-    """Queue one workflow and check its mp4; returns a list of problems (empty = passed)."""
-    workflow = json.loads(path.read_text())
-    prompt = ui_to_api(workflow, object_info)
-    before = set(output_dir.rglob("*.mp4"))
-    client_id = uuid.uuid4().hex
-    answer = server.post("/prompt", {"prompt": prompt, "client_id": client_id})
+def execution_errors(status: dict) -> list[str]:
+    errors = []
+    for kind, data in status.get("messages", []):
+        if kind == "execution_error":
+            errors.append(f"{data.get('node_type')} (node {data.get('node_id')}) raised "
+                          f"{data.get('exception_type')}: {data.get('exception_message', '').strip()}")
+    return errors or [f"status {status.get('status_str')}"]
+
+
+def run_case(server: Server, case: Case, output_dir: Path, timeout: float, ffmpeg: str) -> list[str]:
+    """Queue one prompt, wait for it and check what it saved; returns the problems (empty = passed)."""
+    before = videos_in(output_dir)
+    answer = server.post("/prompt", {"prompt": case.prompt, "client_id": uuid.uuid4().hex})
     if answer.get("node_errors"):
         return [f"validation errors: {json.dumps(answer['node_errors'])[:2000]}"]
     prompt_id = answer["prompt_id"]
-    log.info("%s: queued as %s", path.name, prompt_id)
-    deadline = time.time() + timeout
+    started = time.time()
     history = None
-    while time.time() < deadline:
+    while time.time() < started + timeout:
         if server.proc.poll() is not None:
             return [f"ComfyUI died:\n{server.log_tail()}"]
         data = server.get(f"/history/{prompt_id}")
         if prompt_id in data and data[prompt_id].get("status", {}).get("completed") is not None:
             history = data[prompt_id]
-            if history["status"].get("status_str") in ("success", "error"):
-                break
-        time.sleep(2)
+            break
+        time.sleep(1)
     if history is None:
-        return [f"did not finish within {timeout:.0f} s:\n{server.log_tail()}"]
-    status = history["status"]
-    if status.get("status_str") != "success":
-        messages = [m for m in status.get("messages", []) if m[0] == "execution_error"]
-        return [f"execution failed: {json.dumps(messages)[:4000]}"]
+        return [f"did not finish within {timeout:.0f} s"]
+    log.info("  finished in %.1f s", time.time() - started)
+    if history["status"].get("status_str") != "success":
+        return execution_errors(history["status"])
     problems = []
-    new = sorted(set(output_dir.rglob("*.mp4")) - before)
-    if len(new) != 1:
-        return [f"expected one new mp4 in {output_dir}, found {[str(p) for p in new]}"]
-    mp4 = new[0]
-    info = probe(mp4)
-    frames = video_frames(mp4)
-    seconds = audio_seconds(mp4) if info["audio"] else 0.0
-    log.info("%s: %s, %d frames, audio %.3f s, duration %s s", path.name, mp4.name, frames, seconds, info["duration"])
-    if len(info["video"]) != 1:
-        problems.append(f"{mp4.name}: expected one video stream, got {info['video']}")
-    if len(info["audio"]) != 1:
-        problems.append(f"{mp4.name}: expected one audio stream, got {info['audio']}")
-    if frames != expected_frames:
-        problems.append(f"{mp4.name}: {frames} frames, expected {expected_frames}")
-    if info["audio"] and abs(seconds - expected_frames / FPS) > 0.03:
-        problems.append(f"{mp4.name}: audio lasts {seconds:.3f} s, expected {expected_frames / FPS:.3f} s")
-    ui_nodes = {k: v for k, v in history.get("outputs", {}).items()}
-    render_ui = [v for v in ui_nodes.values() if "sadtalker_video" in v]
-    curves_ui = [v for v in ui_nodes.values() if "sadtalker_curves" in v]
-    if not render_ui:
-        problems.append("the render node sent no preview video to the UI")
-    if not curves_ui:
-        problems.append("no coefficient curves were sent to the UI")
+    new = sorted(videos_in(output_dir) - before)
+    with_audio = [p for p in new if p.stem.endswith("-audio")]   # VHS keeps a silent copy beside the muxed one
+    checked = with_audio or new
+    if len(checked) != case.videos:
+        problems.append(f"expected {case.videos} new video(s), found {[p.name for p in new]}")
+    for path in checked:
+        problems += check_video(ffmpeg, path, case)
+    outputs = history.get("outputs", {})
+    for key, why in case.ui.items():
+        if not any(key in node_ui for node_ui in outputs.values()):
+            problems.append(f"no '{key}' in the run's UI outputs ({why})")
     return problems
 
 
 # --------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("comfyui", type=Path, help="ComfyUI folder (with main.py)")
-    parser.add_argument("--python", default=sys.executable, help="Python of ComfyUI's environment")
-    parser.add_argument("--pack", type=Path, default=REPO, help="pack folder to install (default: this checkout)")
-    parser.add_argument("--weights-dir", type=Path, help="folder with stand-in (or real) SadTalker files to link")
-    parser.add_argument("--workflows", type=Path, nargs="*", help="default: every workflows/*.json")
-    parser.add_argument("--seconds", type=float, default=0.09, help="speech length (0.09 s = 2 frames)")
-    parser.add_argument("--ref-seconds", type=float, default=0.2, help="reference video length")
-    parser.add_argument("--startup-timeout", type=float, default=300)
-    parser.add_argument("--timeout", type=float, default=900, help="per workflow")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary base folder")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+def find_workflows(pack: Path) -> list[Path]:
+    found = sorted(p for folder in ("example_workflows", "workflows") for p in (pack / folder).glob("*.json"))
+    if not found:
+        raise SetupError(f"{pack} has no example_workflows/*.json or workflows/*.json; give --pack a full clone")
+    return found
 
+
+def check_extension(server: Server) -> list[str]:
+    scripts = [u for u in server.get("/extensions") if f"/{PACK_DIR_NAME}/" in u]
+    log.info("front-end extension files served: %s", ", ".join(scripts) or "NONE")
+    main_js = [u for u in scripts if u.endswith("/sadtalker.js")]
+    if not main_js:
+        return ["web/sadtalker.js is not served under /extensions"]
+    with urllib.request.urlopen(server.url + main_js[0], timeout=30) as response:
+        if b"registerExtension" not in response.read():
+            return [f"{main_js[0]} does not look like the extension"]
+    return []
+
+
+def prepare_base(args, base: Path, ffmpeg: str) -> None:
+    for sub in ("models", "input", "output", "temp", "user", "custom_nodes"):
+        (base / sub).mkdir()
+    install_node(base / "custom_nodes", args.pack, PACK_DIR_NAME)
+    for folder in args.extra_node:
+        install_node(base / "custom_nodes", folder)
+    weights = base / "models" / "sadtalker"
+    if args.weights_dir:
+        weights.symlink_to(args.weights_dir.resolve(), target_is_directory=True)
+    else:
+        log.info("writing stand-in SadTalker weights")
+        run_python(args.python, args.pack, WRITE_WEIGHTS, str(weights), "0", what="write the stand-in weights")
+    restorer = base / "models" / "facerestore_models" / "GFPGANv1.4.pth"
+    restorer.parent.mkdir(parents=True)
+    run_python(args.python, args.pack, WRITE_GFPGAN, str(restorer), what="write a stand-in GFPGANv1.4")
+    prepare_inputs(ffmpeg, media_dir(args.pack), base / "input", args.seconds, args.ref_seconds)
+
+
+def run_all(args, base: Path) -> dict[str, list[str]]:
     comfyui = args.comfyui.resolve()
     if not (comfyui / "main.py").is_file():
-        log.error("%s has no main.py; give the ComfyUI folder", comfyui)
-        return 2
-    pack = args.pack.resolve()
-    workflows = args.workflows or sorted((pack / "workflows").glob("*.json"))
-    base = Path(tempfile.mkdtemp(prefix="sadtalker_comfyui_"))
-    server = None
+        raise SetupError(f"{comfyui} has no main.py; give the ComfyUI folder as the first argument")
+    workflows = args.workflows or find_workflows(args.pack)
+    ffmpeg = run_python(args.python, args.pack, FIND_FFMPEG, what="find ffmpeg (imageio-ffmpeg)").strip()
+    prepare_base(args, base, ffmpeg)
+    frames = int(args.seconds * 16000) // 640
+    server = Server(comfyui, args.python, base, free_port(), base / "comfyui.log")
     failures: dict[str, list[str]] = {}
     try:
-        for sub in ("models", "input", "output", "temp", "user", "custom_nodes"):
-            (base / sub).mkdir()
-        (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(pack, target_is_directory=True)
-        weights = base / "models" / "sadtalker"
-        if args.weights_dir:
-            weights.symlink_to(args.weights_dir.resolve(), target_is_directory=True)
-        else:
-            log.info("writing stand-in SadTalker weights")
-            write_stand_in_weights(weights)
-        write_stand_in_gfpgan(base / "models" / "facerestore_models" / "GFPGANv1.4.pth")
-        prepare_inputs(base / "input", args.seconds, args.ref_seconds)
-        expected_frames = int(args.seconds * 16000) // 640
-
-        server = Server(comfyui, args.python, base, free_port(), base / "comfyui.log")
-        try:
-            server.wait_ready(args.startup_timeout)
-        except RuntimeError as err:
-            log.error("%s", err)
-            return 1
+        server.wait_ready(args.startup_timeout)
         object_info = server.get("/object_info", timeout=120)
         ours = sorted(k for k in object_info if k.startswith("SadTalker"))
         log.info("SadTalker nodes registered: %s", ", ".join(ours) or "NONE")
         if "SadTalkerRender" not in object_info:
-            log.error("the pack did not load:\n%s", server.log_tail(120))
-            return 1
-        scripts = [u for u in server.get("/extensions") if f"/{PACK_DIR_NAME}/" in u]
-        log.info("front-end extension files served: %s", ", ".join(scripts) or "NONE")
-        if not any(u.endswith("/sadtalker.js") for u in scripts):
-            failures["web extension"] = ["web/sadtalker.js is not served under /extensions"]
-        else:
-            with urllib.request.urlopen(server.url + scripts[0], timeout=30) as response:
-                if b"registerExtension" not in response.read():
-                    failures["web extension"] = [f"{scripts[0]} does not look like the extension"]
-        for path in workflows:
-            log.info("running %s", path.name)
+            raise SetupError(f"the pack did not load in ComfyUI; the server log says:\n{server.log_tail(120)}")
+        problems = check_extension(server)
+        if problems:
+            failures["web extension"] = problems
+        cases = build_cases(workflows, object_info, frames, vhs="VHS_VideoCombine" in object_info)
+        for case in cases:
+            log.info("case: %s", case.name)
             try:
-                problems = run_workflow(server, path, object_info, base / "output", args.timeout, expected_frames)
-            except Exception as err:  # noqa: BLE001 - report and continue with the next workflow
+                problems = run_case(server, case, base / "output", args.timeout, ffmpeg)
+            except (OSError, RuntimeError, ValueError) as err:   # report and go on with the next case
                 problems = [f"{type(err).__name__}: {err}"]
             if problems:
-                failures[path.name] = problems
-                log.error("%s FAILED:\n  %s", path.name, "\n  ".join(problems))
+                failures[case.name] = problems
+                log.error("FAILED %s:\n  %s", case.name, "\n  ".join(problems))
             else:
-                log.info("%s passed", path.name)
-        warnings = [ln for ln in server.log_tail(400).splitlines() if "SadTalker" in ln and ("WARNING" in ln or "disabled" in ln)]
-        for line in warnings:
-            log.info("server: %s", line)
+                log.info("PASSED %s", case.name)
+        for line in server.log_tail(2000).splitlines():
+            if "SadTalker" in line and ("WARNING" in line or "disabled" in line):
+                log.info("server: %s", line)
+        if failures:
+            log.info("server log tail:\n%s", server.log_tail(80))
+        log.info("%d cases run", len(cases))
+        args.case_count = len(cases)
     finally:
-        if server is not None:
-            if failures:
-                log.info("server log tail:\n%s", server.log_tail(80))
-            server.stop()
+        server.stop()
+    return failures
+
+
+def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the temporary ComfyUI set-up (shared with screenshot_comfyui_workflows.py)."""
+    parser.add_argument("comfyui", type=Path, help="ComfyUI folder (with main.py)")
+    parser.add_argument("--python", default=sys.executable,
+                        help="Python of ComfyUI's environment (with the pack's requirements); default: this one")
+    parser.add_argument("--pack", type=Path, default=REPO, help="pack folder to install (default: this checkout)")
+    parser.add_argument("--extra-node", type=Path, action="append", default=[],
+                        help="another custom node folder to install beside the pack (repeatable), "
+                             "e.g. ComfyUI-VideoHelperSuite")
+    parser.add_argument("--weights-dir", type=Path, help="folder with stand-in (or real) SadTalker files to link")
+    parser.add_argument("--workflows", type=Path, nargs="*", help="default: the pack's example workflows")
+    parser.add_argument("--seconds", type=float, default=0.09, help="speech length (0.09 s = 2 frames)")
+    parser.add_argument("--ref-seconds", type=float, default=0.2, help="reference video length")
+    parser.add_argument("--startup-timeout", type=float, default=300)
+    parser.add_argument("--timeout", type=float, default=900, help="per run, in seconds")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_setup_arguments(parser)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary base folder (and its server log)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args.pack = args.pack.resolve()
+    base = Path(tempfile.mkdtemp(prefix="sadtalker_comfyui_"))
+    try:
+        failures = run_all(args, base)
+    except SetupError as err:
+        log.error("%s", err)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    finally:
         if args.keep:
             log.info("kept %s", base)
         else:
             shutil.rmtree(base, ignore_errors=True)
     if failures:
-        log.error("failed: %s", ", ".join(failures))
+        log.error("failed: %s", "; ".join(failures))
         return 1
-    log.info("all %d workflows passed", len(workflows))
+    log.info("all %d cases passed", args.case_count)
     return 0
 
 
