@@ -232,27 +232,39 @@ def link_talking_head(wf: Workflow, model: int, image: int, audio: int, face: in
 RENDER_WIDGETS = {"expression_scale": 1.0, "batch_size": 2, "paste_back": True, "yaw": "", "pitch": "", "roll": ""}
 
 
+def talking_head(wf: Workflow, picture: str, preprocess: str, still: bool) -> tuple[int, ...]:
+    """The nodes every example has: loader, picture, speech, face, coefficients, render (ids in that order)."""
+    model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
+    image = wf.add("LoadImage", {"image": picture})
+    audio = wf.add("LoadAudio", {"audio": "speech.wav"})
+    face = wf.add("SadTalkerFaceCrop", {"preprocess": preprocess, "size": "256", "landmark_backend": "auto"})
+    coeffs = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": still})
+    render = wf.add("SadTalkerRender", RENDER_WIDGETS)
+    link_talking_head(wf, model, image, audio, face, coeffs, render)
+    return model, image, audio, face, coeffs, render
+
+
+def video_out(wf: Workflow, images: int, render: int, prefix: str) -> tuple[int, int]:
+    """Create Video (frames of ``images``, audio and fps of ``render``) -> Save Video; returns their ids."""
+    video = wf.add("CreateVideo", {"fps": 25.0})
+    save = wf.add("SaveVideo", {"filename_prefix": prefix, "format": "mp4", "codec": "h264"})
+    wf.link(images, 0, video, "images")
+    wf.link(render, 1, video, "audio")
+    wf.link(render, 2, video, "fps")
+    wf.link(video, 0, save, "video")
+    return video, save
+
+
 def image_audio_to_video() -> Workflow:
     wf = Workflow("SadTalker: picture + speech -> mp4 with sound.\nWeights: ComfyUI/models/sadtalker "
                   "(python -m sadtalker_models download --models-dir ComfyUI/models/sadtalker).\n"
                   "Pick your picture and speech in the two load nodes.")
-    model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
-    image = wf.add("LoadImage", {"image": "portrait.png"})
-    audio = wf.add("LoadAudio", {"audio": "speech.wav"})
-    face = wf.add("SadTalkerFaceCrop", {"preprocess": "crop", "size": "256", "landmark_backend": "auto"})
-    coeffs = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": False})
-    render = wf.add("SadTalkerRender", RENDER_WIDGETS)
-    video = wf.add("CreateVideo", {"fps": 25.0})
-    save = wf.add("SaveVideo", {"filename_prefix": "video/sadtalker", "format": "mp4", "codec": "h264"})
+    model, image, audio, face, coeffs, render = talking_head(wf, "portrait.png", "crop", still=False)
+    video, save = video_out(wf, render, render, "video/sadtalker")
     x = wf.column(0, [model, image, audio])
     x = wf.column(x, [face, coeffs])
     x = wf.column(x, [render])
     wf.column(x, [video, save])
-    link_talking_head(wf, model, image, audio, face, coeffs, render)
-    wf.link(render, 0, video, "images")
-    wf.link(render, 1, video, "audio")
-    wf.link(render, 2, video, "fps")
-    wf.link(video, 0, save, "video")
     return wf
 
 
@@ -260,29 +272,18 @@ def full_body_enhanced() -> Workflow:
     wf = Workflow("SadTalker full body: the face is animated and pasted back into the whole picture (full / "
                   "extfull), then restored with GFPGAN.\nPut GFPGANv1.4.pth in ComfyUI/models/facerestore_models "
                   "(or models/gfpgan). 'still' keeps the body and head steady.")
-    model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
-    image = wf.add("LoadImage", {"image": "full_body.png"})
-    audio = wf.add("LoadAudio", {"audio": "speech.wav"})
-    face = wf.add("SadTalkerFaceCrop", {"preprocess": "full", "size": "256", "landmark_backend": "auto"})
-    coeffs = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": True})
-    render = wf.add("SadTalkerRender", RENDER_WIDGETS)
+    model, image, audio, face, coeffs, render = talking_head(wf, "full_body.png", "full", still=True)
     restorer = wf.add("SadTalkerFaceRestoreModelLoader", {"model_name": "GFPGANv1.4.pth", "precision": "fp32"})
     enhance = wf.add("SadTalkerFaceEnhance", {"strength": 1.0, "upscale_2x": False, "batch_size": 4,
                                               "landmark_backend": "auto"})
-    video = wf.add("CreateVideo", {"fps": 25.0})
-    save = wf.add("SaveVideo", {"filename_prefix": "video/sadtalker_full", "format": "mp4", "codec": "h264"})
+    wf.link(render, 0, enhance, "images")
+    wf.link(restorer, 0, enhance, "face_restorer")
+    video, save = video_out(wf, enhance, render, "video/sadtalker_full")
     x = wf.column(0, [model, image, audio])
     x = wf.column(x, [face, coeffs])
     x = wf.column(x, [render, restorer])
     x = wf.column(x, [enhance, video])
     wf.column(x, [save])
-    link_talking_head(wf, model, image, audio, face, coeffs, render)
-    wf.link(render, 0, enhance, "images")
-    wf.link(restorer, 0, enhance, "face_restorer")
-    wf.link(enhance, 0, video, "images")
-    wf.link(render, 1, video, "audio")
-    wf.link(render, 2, video, "fps")
-    wf.link(video, 0, save, "video")
     return wf
 
 
@@ -290,34 +291,23 @@ def reference_video_pose_blink() -> Workflow:
     wf = Workflow("SadTalker with a reference video: head motion and eye blinks are copied from a video "
                   "(Load Video -> Get Video Components), the mouth follows the speech.\nFor VideoHelperSuite, "
                   "connect its Load Video's IMAGE output to 'images' instead.")
-    model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
-    image = wf.add("LoadImage", {"image": "portrait.png"})
-    audio = wf.add("LoadAudio", {"audio": "speech.wav"})
+    model, image, audio, face, coeffs, render = talking_head(wf, "portrait.png", "crop", still=False)
     ref_video = wf.add("LoadVideo", {"file": "reference.mp4"})
     components = wf.add("GetVideoComponents", {})
     reference = wf.add("SadTalkerReferenceToCoefficients", {"preprocess": "crop", "landmark_backend": "auto",
                                                             "max_frames": 0})
-    face = wf.add("SadTalkerFaceCrop", {"preprocess": "crop", "size": "256", "landmark_backend": "auto"})
-    coeffs = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": False})
-    render = wf.add("SadTalkerRender", RENDER_WIDGETS)
-    video = wf.add("CreateVideo", {"fps": 25.0})
-    save = wf.add("SaveVideo", {"filename_prefix": "video/sadtalker_ref", "format": "mp4", "codec": "h264"})
+    wf.link(ref_video, 0, components, "video")
+    wf.link(model, 0, reference, "model")
+    wf.link(components, 0, reference, "images")
+    wf.link(reference, 0, coeffs, "ref_pose")
+    wf.link(reference, 0, coeffs, "ref_eyeblink")
+    video, save = video_out(wf, render, render, "video/sadtalker_ref")
     x = wf.column(0, [model, image, audio])
     x = wf.column(x, [ref_video, components])
     x = wf.column(x, [face, reference])
     x = wf.column(x, [coeffs])
     x = wf.column(x, [render])
     wf.column(x, [video, save])
-    wf.link(ref_video, 0, components, "video")
-    wf.link(model, 0, reference, "model")
-    wf.link(components, 0, reference, "images")
-    link_talking_head(wf, model, image, audio, face, coeffs, render)
-    wf.link(reference, 0, coeffs, "ref_pose")
-    wf.link(reference, 0, coeffs, "ref_eyeblink")
-    wf.link(render, 0, video, "images")
-    wf.link(render, 1, video, "audio")
-    wf.link(render, 2, video, "fps")
-    wf.link(video, 0, save, "video")
     return wf
 
 
