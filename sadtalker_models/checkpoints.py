@@ -17,7 +17,6 @@ file, says what is wrong and what to do about it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import logging
@@ -33,7 +32,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from .official_files import OFFICIAL_FILES, RELEASE_URL
+from .official_files import OFFICIAL_FILES, RELEASE_URL, sha256_file
 from .options import SIZES, is_full_frame
 
 logger = logging.getLogger(__name__)
@@ -183,15 +182,6 @@ def _wrong_kind(path: Path, kind: str, wanted: str, hint: str) -> CheckpointErro
     return CheckpointError(f"{path} is {kind}, not {wanted}. {hint}")
 
 
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks (memory stays flat)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_size_matches(path: Path, size: int) -> None:
     """Refuse a 256 file asked for as 512 (or the reverse).
 
@@ -207,7 +197,7 @@ def check_size_matches(path: Path, size: int) -> None:
             f"Choose size {other}, or use {sadtalker_file_for(size)}."
         )
     official_other = OFFICIAL_FILES[other_name]
-    if path.stat().st_size == official_other.size and sha256_of(path) == official_other.sha256:
+    if path.stat().st_size == official_other.size and sha256_file(path) == official_other.sha256:
         raise CheckpointError(
             f"{path} has the contents of the official {other_name} (sha256 match) but size {size} "
             f"was asked for. Rename it back to {other_name} and choose size {other}, or download "

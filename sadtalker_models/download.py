@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .official_files import GFPGAN, OFFICIAL_FILES, OfficialFile
+from .official_files import GFPGAN, OFFICIAL_FILES, OfficialFile, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +68,6 @@ def make_folder(folder: Path) -> None:
     except OSError as err:
         raise DownloadError(f"Cannot create the folder {folder} for the weights ({err.strerror or err}); "
                             "choose another folder.") from err
-
-
-def sha256_file(path: Path, digest=None) -> str:
-    digest = digest or hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_complete(path: Path, file: OfficialFile, verify_hash: bool = True) -> bool:

@@ -7,6 +7,8 @@ verifies them, and the enhancer (:mod:`.enhance`) points users at GFPGAN.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 
 RELEASE_URL = "https://github.com/OpenTalker/SadTalker/releases/download/v0.0.2-rc/"
@@ -51,3 +53,16 @@ GFPGAN = OfficialFile("GFPGANv1.4.pth",
                       "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth",
                       348632874, "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
                       group="enhancer")
+
+
+def sha256_file(path: str | os.PathLike, digest=None, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in chunks (memory stays flat).
+
+    ``digest``: a running ``hashlib.sha256()`` to continue (e.g. over the part of a download that
+    is already on disk), else a fresh one.
+    """
+    digest = digest or hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
