@@ -133,6 +133,13 @@ class StopSignals:
         if self.received is not None:
             raise Stopped(self.received)
 
+    def unraisable(self, info) -> None:
+        """``sys.unraisablehook``: a dropped Stopped is only noted (check() raises it); anything else as usual."""
+        if isinstance(info.exc_value, Stopped):
+            logger.debug("%s arrived inside %r; stopping at the next check", info.exc_value, info.object)
+        else:
+            sys.__unraisablehook__(info)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; SIGTERM and SIGHUP stop it as cleanly as Ctrl-C (exit status 128 + signal)."""
@@ -142,9 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     names = [name for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
     previous = {signum: signal.signal(signum, stop) for signum in (getattr(signal, name) for name in names)
                 if signal.getsignal(signum) is not signal.SIG_IGN}   # keep what the caller chose to ignore
+    hook, sys.unraisablehook = sys.unraisablehook, stop.unraisable
     try:
         return _main(argv, stop)
     finally:
+        sys.unraisablehook = hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
