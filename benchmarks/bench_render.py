@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
-import importlib
 import math
 import time
 from collections.abc import Callable
@@ -216,9 +215,7 @@ def stage_net(prefix: str, seed: int, device: torch.device) -> torch.nn.Module:
     """A network of the checkpoint's table (`checkpoints.SUBMODELS`) with stand-in weights."""
     from sadtalker_models.checkpoints import SUBMODELS
 
-    module_path, class_name = SUBMODELS[prefix]
-    cls = getattr(importlib.import_module(module_path, "sadtalker_models"), class_name)
-    return build(cls(), stand_in_state(prefix, seed)).to(device)
+    return build(SUBMODELS[prefix](), stand_in_state(prefix, seed)).to(device)
 
 
 def time_other_stages(seed: int, device: torch.device) -> list[str]:

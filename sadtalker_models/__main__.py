@@ -36,7 +36,10 @@ LANDMARK_BACKENDS = ("auto", "dlib", "face_alignment")
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", "-i", required=True, help="source picture (png/jpg/...; a video's first frame)")
-    p.add_argument("--audio", "-a", required=True, help="speech: any audio or video file ffmpeg reads")
+    speech = p.add_mutually_exclusive_group(required=True)
+    speech.add_argument("--audio", "-a", help="speech: any audio or video file ffmpeg reads")
+    speech.add_argument("--idle", type=float, metavar="SECONDS",
+                        help="no speech: this many seconds of idle motion (blinks, slight head motion, closed mouth)")
     p.add_argument("--out", "-o", default="sadtalker.mp4", help="output mp4 (default: %(default)s)")
     p.add_argument("--models-dir", default=DEFAULT_MODELS_DIR,
                    help="folder with SadTalker_V0.0.2_<size>.safetensors and the mapping files "
@@ -50,6 +53,13 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pose-style", type=int, default=0, help="head-motion style 0..45")
     p.add_argument("--seed", type=int, default=0, help="seed for head motion and blinks (default 0)")
     p.add_argument("--no-blink", action="store_true", help="no random eye blinks")
+    p.add_argument("--blink-rate", type=float, default=0.0, metavar="PER_MINUTE",
+                   help="about this many blinks a minute (default 0: the original's natural random blinks)")
+    p.add_argument("--head-motion-scale", type=float, default=1.0,
+                   help="head motion around the source pose: 0 still, 1 as predicted (default), >1 livelier")
+    p.add_argument("--face-index", type=int, default=-1,
+                   help="which face talks: -1 the largest (default), 0, 1, ... from left to right")
+    p.add_argument("--face-mask", help="mask image (white over the face that should talk); overrides --face-index")
     p.add_argument("--expression-scale", type=float, default=1.0)
     p.add_argument("--ref-video", help="reference video for both head pose and blinks")
     p.add_argument("--ref-pose", help="reference video for head pose only")
@@ -305,6 +315,7 @@ def check_model_files(args: argparse.Namespace, checkpoint: Path):
 
 
 def _render(args: argparse.Namespace, check_stop) -> int:
+    import numpy as np
     from tqdm import tqdm
 
     from sadtalker_models import pipeline
@@ -312,15 +323,23 @@ def _render(args: argparse.Namespace, check_stop) -> int:
 
     out = Path(args.out)
     image = read_image(args.image)
-    wave, rate = load_audio(args.audio)
-    check_speech(wave, rate, args.audio)
+    mask = read_image(args.face_mask)[..., 0] > 127 if args.face_mask else None
+    if args.audio:
+        wave, rate = load_audio(args.audio)
+        check_speech(wave, rate, args.audio)
+    else:
+        if not args.idle or args.idle < 0.04:
+            raise ValueError(f"--idle needs a length of at least 0.04 seconds; got {args.idle}.")
+        rate = 16000
+        wave = np.zeros((1, int(round(args.idle * 25)) * rate // 25), dtype=np.float32)
     checkpoint = Path(args.checkpoint) if args.checkpoint else pipeline.find_checkpoint(args.models_dir, args.size or 256)
     restorer = check_model_files(args, checkpoint)
 
     models = pipeline.load_models(checkpoint, device=args.device, precision=args.precision,
                                   mapping_dir=args.models_dir if not args.checkpoint else None)
     logger.info("Models: %s", models)
-    face = pipeline.prepare_face(models, image, args.preprocess, args.size, args.landmark_backend, args.landmark_dir)
+    face = pipeline.prepare_face(models, image, args.preprocess, args.size, args.landmark_backend, args.landmark_dir,
+                                 face_index=args.face_index, mask=mask)
 
     refs: dict[str, object] = {}
     ref_paths = {"pose": args.ref_pose or args.ref_video, "eyeblink": args.ref_eyeblink or args.ref_video}
@@ -337,9 +356,13 @@ def _render(args: argparse.Namespace, check_stop) -> int:
                                                               args.landmark_dir, preprocess=args.preprocess)
         refs[kind] = extracted[path]
 
-    coeffs = pipeline.audio_to_coefficients(models, face, wave, rate, pose_style=args.pose_style, seed=args.seed,
-                                            blink=not args.no_blink, still=args.still,
-                                            ref_pose=refs.get("pose"), ref_eyeblink=refs.get("eyeblink"))
+    motion = dict(pose_style=args.pose_style, seed=args.seed, blink=not args.no_blink, still=args.still,
+                  head_motion_scale=args.head_motion_scale, blinks_per_minute=args.blink_rate)
+    if args.audio:
+        coeffs = pipeline.audio_to_coefficients(models, face, wave, rate, ref_pose=refs.get("pose"),
+                                                ref_eyeblink=refs.get("eyeblink"), **motion)
+    else:
+        coeffs = pipeline.idle_coefficients(models, face, args.idle, **motion)
     total = coeffs.num_frames
     logger.info("%d frames (%.2f s) at 25 fps", total, coeffs.duration)
 

@@ -17,7 +17,6 @@ file, says what is wrong and what to do about it.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -32,19 +31,24 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from .networks.expnet import ExpNet
+from .networks.keypoint_detector import KPDetector
+from .networks.mapping_net import MappingNet
+from .networks.pose_vae import PoseVAE
+from .networks.recon_net import ReconNet
+from .networks.spade_generator import OcclusionAwareSPADEGenerator
 from .official_files import OFFICIAL_FILES, RELEASE_URL, sha256_file
 from .options import SIZES, is_full_frame
 
 logger = logging.getLogger(__name__)
 
-#: Sub-model prefix in the safetensors file -> (module path, class name).
-#: Module paths are relative to this package, which ComfyUI imports under the pack's folder name.
-SUBMODELS: dict[str, tuple[str, str]] = {
-    "face_3drecon": (".networks.recon_net", "ReconNet"),
-    "audio2exp": (".networks.expnet", "ExpNet"),
-    "audio2pose": (".networks.pose_vae", "PoseVAE"),
-    "kp_extractor": (".networks.keypoint_detector", "KPDetector"),
-    "generator": (".networks.spade_generator", "OcclusionAwareSPADEGenerator"),
+#: Sub-model prefix in the safetensors file -> the network class it holds.
+SUBMODELS: dict[str, type[nn.Module]] = {
+    "face_3drecon": ReconNet,
+    "audio2exp": ExpNet,
+    "audio2pose": PoseVAE,
+    "kp_extractor": KPDetector,
+    "generator": OcclusionAwareSPADEGenerator,
 }
 
 #: MappingNet input channels per mapping file.
@@ -242,11 +246,6 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path
     return module.eval().requires_grad_(False)
 
 
-def _build(prefix: str) -> nn.Module:
-    module_path, class_name = SUBMODELS[prefix]
-    return getattr(importlib.import_module(module_path, __package__), class_name)()
-
-
 def load_sadtalker(
     path: str | os.PathLike,
     device: str | torch.device = "cpu",
@@ -281,7 +280,7 @@ def load_sadtalker(
                         f"Download {sadtalker_file_for(size or 256)} from "
                         f"{OFFICIAL_FILES[sadtalker_file_for(size or 256)].url}."
                     )
-                module = load_strict(_build(prefix), state, path, head)
+                module = load_strict(SUBMODELS[prefix](), state, path, head)
                 nets[prefix] = module.to(device=device, dtype=dtype)
                 del state
             if foreign:
@@ -320,7 +319,6 @@ def load_mapping(
     The number of input coefficients (70 or 73) is read from the file; for the two official
     names it must be the one that name stands for.
     """
-    from .networks.mapping_net import MappingNet
 
     path = Path(path)
     _check_exists(path)

@@ -230,11 +230,15 @@ def check_choice(value: str, choices: Sequence[str], what: str) -> str:
 
 
 def prepare_face(models: SadTalkerModels, image: Any, preprocess: str = "crop", size: int | None = None,
-                 landmark_backend: str = "auto", landmark_dir: str | None = None) -> SourceFace:
+                 landmark_backend: str = "auto", landmark_dir: str | None = None,
+                 face_index: int | None = None, mask: Any = None) -> SourceFace:
     """Crop the face of ``image`` and extract its 3DMM coefficients.
 
     ``image``: RGB ``(H, W, 3)`` uint8 or float 0..1 (numpy or torch). ``size`` defaults to the
     checkpoint's size. Raises ValueError when no face is found.
+    ``face_index``: None/-1 = the largest face, 0, 1, ... = that face from the left; ``mask``
+    (``(H, W)`` 0..1): the face inside it (wins over ``face_index``). ``face.data.faces`` holds
+    every face found and ``face.data.face_index`` the one used (see :func:`face.select.draw_faces`).
     """
     from .face.landmarks import make_landmark_detector, to_rgb_uint8
     from .face.preprocess import prepare_face as face_prepare
@@ -249,7 +253,7 @@ def prepare_face(models: SadTalkerModels, image: Any, preprocess: str = "crop", 
     detector = make_landmark_detector(check_choice(landmark_backend, LANDMARK_BACKENDS, "landmark backend"),
                                       landmark_dir)
     with torch.inference_mode():
-        data = face_prepare(original, preprocess, size, detector, models.nets.recon)
+        data = face_prepare(original, preprocess, size, detector, models.nets.recon, face_index, mask)
     return SourceFace(np.ascontiguousarray(data.image), data.crop_info,
                       torch.as_tensor(data.coeff_3dmm).float().cpu().reshape(1, -1),
                       original, preprocess, size, getattr(detector, "name", ""), data)

@@ -215,19 +215,29 @@ class DlibDetector:
         ``image``: any format accepted by :func:`to_rgb_uint8`.
         """
         rgb = to_rgb_uint8(image)
+        rects = self._face_rects(rgb)
+        if not rects:
+            return None
+        return self._landmarks(rgb, max(rects, key=lambda r: r.width() * r.height()))
+
+    def detect_all(self, image: np.ndarray) -> list[np.ndarray]:
+        """Landmarks (68, 2) float32 of every face in ``image``, in detection order (maybe empty)."""
+        rgb = to_rgb_uint8(image)
+        return [self._landmarks(rgb, rect) for rect in self._face_rects(rgb)]
+
+    def _face_rects(self, rgb: np.ndarray) -> list:
+        """dlib rectangles of the faces, in ``rgb``'s pixel grid."""
         small, scale = _detection_copy(rgb, self.max_side)
         rects = list(self._detector(small, 0))
         if not rects and max(small.shape[:2]) <= 1024:
             rects = list(self._detector(small, 1))  # upsample once to find smaller faces
-        if not rects:
-            return None
-        rect = max(rects, key=lambda r: r.width() * r.height())
         if scale != 1.0:
             inv = 1.0 / scale
-            rect = self._rect(
-                int(round(rect.left() * inv)), int(round(rect.top() * inv)),
-                int(round(rect.right() * inv)), int(round(rect.bottom() * inv)),
-            )
+            rects = [self._rect(int(round(r.left() * inv)), int(round(r.top() * inv)),
+                                int(round(r.right() * inv)), int(round(r.bottom() * inv))) for r in rects]
+        return rects
+
+    def _landmarks(self, rgb: np.ndarray, rect) -> np.ndarray:
         shape = self._predictor(rgb, rect)
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
@@ -398,25 +408,24 @@ class FaceAlignmentDetector:
 
     def detect(self, image: np.ndarray) -> np.ndarray | None:
         """Landmarks (68, 2) float32 of the largest face in ``image``, or None."""
+        return _largest(self.detect_all(image))
+
+    def detect_all(self, image: np.ndarray) -> list[np.ndarray]:
+        """Landmarks (68, 2) float32 of every face in ``image`` (maybe empty)."""
         rgb = to_rgb_uint8(image)
         small, scale = _detection_copy(rgb, self.max_side)
         result = self._fa.get_landmarks(small)
-        if result is None:
-            return None
         candidates = []
-        for lm in result:
+        for lm in result or ():
             arr = np.asarray(lm, dtype=np.float32)
             if arr.ndim != 2 or arr.shape[0] != 68 or arr.shape[1] < 2:
                 continue
             arr = arr[:, :2]
             if np.all(np.isfinite(arr)):
-                candidates.append(arr)
-        best = _largest(candidates)
-        if best is None:
-            return None
-        if scale != 1.0:
-            best = best / np.float32(scale)
-        return np.ascontiguousarray(best, dtype=np.float32)
+                if scale != 1.0:
+                    arr = arr / np.float32(scale)
+                candidates.append(np.ascontiguousarray(arr, dtype=np.float32))
+        return candidates
 
 
 # --------------------------------------------------------------------------------------------

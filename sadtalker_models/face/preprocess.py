@@ -10,13 +10,14 @@ extraction use the reference's standard-point fallback (§4.8).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .crop import CropInfo, check_mode, crop_face
 from .landmarks import LandmarkDetector, check_face_size, to_rgb_uint8
+from .select import choose_face, detect_all_faces, mask_to_array
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class FaceData:
     lm68: (68, 2) float32 landmarks of ``image`` (all -1 when re-detection failed).
     source_lm68: (68, 2) float32 landmarks of the original image.
     redetected: False when the fallback of §4.8 was used.
+    faces: (68, 2) landmarks of every face found in the original image, left to right.
+    face_index: which of ``faces`` was used.
     """
 
     image: np.ndarray
@@ -44,6 +47,8 @@ class FaceData:
     lm68: np.ndarray
     source_lm68: np.ndarray
     redetected: bool
+    faces: list = field(default_factory=list)
+    face_index: int = 0
 
 
 def detect_source_landmarks(image: np.ndarray, detector: LandmarkDetector, what: str = "source image") -> np.ndarray:
@@ -68,6 +73,8 @@ def prepare_face(
     size: int,
     detector: LandmarkDetector,
     recon: torch.nn.Module,
+    face_index: int | None = None,
+    mask: np.ndarray | None = None,
 ) -> FaceData:
     """Crop the source image and extract its 3DMM coefficients.
 
@@ -77,6 +84,8 @@ def prepare_face(
         size: render size S (256 or 512).
         detector: landmark detector (see :func:`make_landmark_detector`).
         recon: ReconNet (already on its device, eval mode).
+        face_index: which face talks: None/-1 = the largest, 0, 1, ... = from left to right.
+        mask: (H, W) mask (0..1); when given, the face inside it talks (see :func:`select.choose_face`).
     Returns:
         :class:`FaceData`.
     """
@@ -86,7 +95,12 @@ def prepare_face(
     if int(size) < MIN_RENDER_SIZE:
         raise ValueError(f"Render size {size} is too small; use 256 or 512.")
     rgb = to_rgb_uint8(image, "source image")
-    source_lm = detect_source_landmarks(rgb, detector)
+    faces = detect_all_faces(detector, rgb)
+    if not faces:
+        detect_source_landmarks(rgb, detector)  # raises the usual no-face error
+    chosen = choose_face(faces, face_index, None if mask is None else mask_to_array(mask, *rgb.shape[:2]))
+    source_lm = faces[chosen]
+    check_face_size(source_lm, "source image")
     crop, info = crop_face(rgb, source_lm if mode != "resize" else None, mode, int(size))
     lm_crop = detector.detect(crop)
     redetected = lm_crop is not None
@@ -104,4 +118,5 @@ def prepare_face(
     return FaceData(
         image=crop, crop_info=info, coeff_3dmm=coeff_3dmm, full_coeff=full_coeff,
         lm68=np.asarray(lm_crop, dtype=np.float32), source_lm68=source_lm, redetected=redetected,
+        faces=faces, face_index=chosen,
     )
