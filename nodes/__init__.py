@@ -29,6 +29,7 @@ _NEEDS = {
     "SadTalkerSaveCoefficients": ("safetensors",),
     "SadTalkerLoadCoefficients": ("safetensors",),
     "SadTalkerSimple": ("numpy", "cv2", "PIL", "scipy", "soxr", "landmarks"),
+    "SadTalkerIdleCoefficients": ("numpy", "scipy", "soxr"),
     "SadTalkerFaceRestoreModelLoader": ("spandrel",),
     "SadTalkerFaceEnhance": ("numpy", "cv2", "landmarks"),
 }
@@ -79,6 +80,9 @@ def build_mappings() -> tuple[dict, dict]:
     from . import sadtalker_nodes
 
     _merge(sadtalker_nodes.NODE_CLASS_MAPPINGS, sadtalker_nodes.NODE_DISPLAY_NAME_MAPPINGS, classes, names)
+    from . import feature_nodes
+
+    _merge(feature_nodes.NODE_CLASS_MAPPINGS, feature_nodes.NODE_DISPLAY_NAME_MAPPINGS, classes, names)
     try:
         enhance_nodes = importlib.import_module(".enhance_nodes", __name__)
     except Exception as err:  # noqa: BLE001 - the enhancer is optional

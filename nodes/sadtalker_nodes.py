@@ -188,8 +188,10 @@ class SadTalkerFaceCrop:
                    "coefficients. Only the first image of a batch is used. Outputs the face for the other "
                    "SadTalker nodes and the crop as an image for preview.")
     CATEGORY = CATEGORY
-    RETURN_TYPES = (FACE, "IMAGE")
-    RETURN_NAMES = ("face", "crop")
+    RETURN_TYPES = (FACE, "IMAGE", "IMAGE")
+    RETURN_NAMES = ("face", "crop", "faces")
+    OUTPUT_TOOLTIPS = ("The chosen face for the other SadTalker nodes.", "The face crop the renderer animates.",
+                       "The picture with every face found and its index; the chosen face in green.")
     FUNCTION = "prepare"
 
     @classmethod
@@ -203,16 +205,26 @@ class SadTalkerFaceCrop:
                                                           "(256 for SadTalker_V0.0.2_256)."}),
             "landmark_backend": (LANDMARK_BACKENDS, {
                 "default": "auto", "tooltip": LANDMARK_TOOLTIP}),
+        }, "optional": {
+            "face_index": ("INT", {"default": -1, "min": -1, "max": 99, "step": 1,
+                                   "tooltip": "Which face talks: -1 = the largest; 0, 1, 2, ... = faces from left to "
+                                              "right (the numbers drawn on the 'faces' output)."}),
+            "mask": ("MASK", {"tooltip": "Optional: the face inside this mask talks (overrides face_index)."}),
         }}
 
-    def prepare(self, model, image, preprocess: str = "crop", size: str = "256", landmark_backend: str = "auto"):
+    def prepare(self, model, image, preprocess: str = "crop", size: str = "256", landmark_backend: str = "auto",
+                face_index: int = -1, mask=None):
+        from ..sadtalker_models.face.select import draw_faces
+
         handle = _model_handle(model)
         picture = _first_image(image, "image")
         comfy_glue.check_interrupted()
         models = handle.ensure_loaded()
-        face = _pipeline().prepare_face(models, picture, preprocess, int(size), landmark_backend)
+        face = _pipeline().prepare_face(models, picture, preprocess, int(size), landmark_backend,
+                                        face_index=int(face_index), mask=None if mask is None else mask[:1])
         crop = _to_image_tensor(face.crop[None])
-        return (face, crop)
+        faces = _to_image_tensor(draw_faces(face.original, face.data.faces, face.data.face_index)[None])
+        return (face, crop, faces)
 
 
 # --------------------------------------------------------------------------- coefficients
@@ -666,7 +678,7 @@ class SadTalkerSimple:
             seed: int = 0, expression_scale: float = 1.0, batch_size: int = 2):
         handle = _model_handle(model)
         size = str(handle.models.size)
-        face, _ = SadTalkerFaceCrop().prepare(model, image, preprocess, size, "auto")
+        face = SadTalkerFaceCrop().prepare(model, image, preprocess, size, "auto")[0]
         coeffs = SadTalkerAudioToCoefficients().predict(model, face, audio, pose_style, seed, True, still)["result"][0]
         out = SadTalkerRender().render(model, face, coeffs, expression_scale, batch_size, True)
         out["ui"]["sadtalker_curves"] = [coeffs.curves()]

@@ -91,7 +91,8 @@ def model(nodes):
 
 @pytest.fixture(scope="module")
 def face(nodes, model):
-    face, crop = nodes["SadTalkerFaceCrop"]().prepare(model, image_tensor(MEDIA / "art_0.png"), "crop", "256", "dlib")
+    face, crop, _faces = nodes["SadTalkerFaceCrop"]().prepare(model, image_tensor(MEDIA / "art_0.png"), "crop", "256",
+                                                              "dlib")
     return face, crop
 
 
