@@ -26,6 +26,7 @@ _NEEDS = {
     "SadTalkerAudioToCoefficients": ("numpy", "scipy", "soxr"),
     "SadTalkerReferenceToCoefficients": ("numpy", "cv2", "PIL", "landmarks"),
     "SadTalkerRender": ("numpy", "cv2"),
+    "SadTalkerRenderVideo": ("numpy", "cv2", "imageio_ffmpeg"),
     "SadTalkerSaveCoefficients": ("safetensors",),
     "SadTalkerLoadCoefficients": ("safetensors",),
     "SadTalkerSimple": ("numpy", "cv2", "PIL", "scipy", "soxr", "landmarks"),
@@ -80,6 +81,9 @@ def build_mappings() -> tuple[dict, dict]:
     from . import sadtalker_nodes
 
     _merge(sadtalker_nodes.NODE_CLASS_MAPPINGS, sadtalker_nodes.NODE_DISPLAY_NAME_MAPPINGS, classes, names)
+    from . import video_nodes
+
+    _merge(video_nodes.NODE_CLASS_MAPPINGS, video_nodes.NODE_DISPLAY_NAME_MAPPINGS, classes, names)
     from . import feature_nodes
 
     _merge(feature_nodes.NODE_CLASS_MAPPINGS, feature_nodes.NODE_DISPLAY_NAME_MAPPINGS, classes, names)
