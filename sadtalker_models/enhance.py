@@ -57,7 +57,6 @@ FFHQ_TEMPLATE_512 = np.array(
 FACE_RESTORE_FOLDERS = ("facerestore_models", "gfpgan")
 
 #: The restorer used by the original ``--enhancer gfpgan``.
-GFPGAN_FILE, GFPGAN_URL, GFPGAN_SIZE, GFPGAN_SHA256 = GFPGAN.name, GFPGAN.url, GFPGAN.size, GFPGAN.sha256
 
 #: Faces whose eye centres are closer than this (pixels) are skipped, as facexlib does.
 MIN_EYE_DISTANCE = 5.0
@@ -118,11 +117,11 @@ class EnhanceStats:
 
 def missing_restorer_message(path: str) -> str:
     return (
-        f"Face restoration model not found: {path!r}. Put {GFPGAN_FILE} (the model of the original "
+        f"Face restoration model not found: {path!r}. Put {GFPGAN.name} (the model of the original "
         f"SadTalker enhancer) or another face-restoration model that spandrel can load (GFPGAN, "
         f"RestoreFormer, CodeFormer with spandrel_extra_arches) into ComfyUI/models/"
         f"{FACE_RESTORE_FOLDERS[0]} (or ComfyUI/models/{FACE_RESTORE_FOLDERS[1]}). Download: "
-        f"{GFPGAN_URL} ({GFPGAN_SIZE} bytes, sha256 {GFPGAN_SHA256})."
+        f"{GFPGAN.url} ({GFPGAN.size} bytes, sha256 {GFPGAN.sha256})."
     )
 
 
@@ -140,13 +139,13 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
         raise FaceRestorerError(
             f"Cannot read the face restoration model {path!r}: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}. It is either damaged (download it "
-            f"again: {GFPGAN_URL}) or not a plain weights file (files that need arbitrary pickled "
+            f"again: {GFPGAN.url}) or not a plain weights file (files that need arbitrary pickled "
             f"code are refused)."
         ) from exc
     if not isinstance(raw, dict):
         raise FaceRestorerError(
             f"{path!r} holds a {type(raw).__name__}, not a state dict, so it is not a face "
-            f"restoration model. Use {GFPGAN_FILE} ({GFPGAN_URL})."
+            f"restoration model. Use {GFPGAN.name} ({GFPGAN.url})."
         )
     return raw  # type: ignore[return-value]
 
@@ -278,20 +277,20 @@ def load_face_restorer(
     except UnsupportedModelError as exc:
         raise FaceRestorerError(
             f"{name} is not a model spandrel recognises, so it is not a face restoration model "
-            f"(is it a SadTalker or other checkpoint put in the wrong folder?). Use {GFPGAN_FILE} "
-            f"({GFPGAN_URL})."
+            f"(is it a SadTalker or other checkpoint put in the wrong folder?). Use {GFPGAN.name} "
+            f"({GFPGAN.url})."
         ) from exc
     except (RuntimeError, KeyError, ValueError) as exc:  # recognised keys, wrong shapes
         raise FaceRestorerError(
             f"{name} looks like a {type(exc).__name__} while building the network: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}. The file is damaged or a variant "
-            f"spandrel cannot load; use {GFPGAN_FILE} ({GFPGAN_URL})."
+            f"spandrel cannot load; use {GFPGAN.name} ({GFPGAN.url})."
         ) from exc
     if not isinstance(descriptor, ImageModelDescriptor) or descriptor.purpose != "FaceSR":
         raise FaceRestorerError(
             f"{name} is a {descriptor.architecture.name} model for {descriptor.purpose!r}, not a "
             f"face restoration model (purpose 'FaceSR'). Put upscalers in models/upscale_models and "
-            f"use a face model such as {GFPGAN_FILE} ({GFPGAN_URL})."
+            f"use a face model such as {GFPGAN.name} ({GFPGAN.url})."
         )
     restorer = FaceRestorer(descriptor, path)
     descriptor.eval()

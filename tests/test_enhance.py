@@ -22,9 +22,9 @@ import torch
 from conftest import DATA, MEDIA
 from sadtalker_models.checkpoints import CheckpointError
 from sadtalker_models import precision
+from sadtalker_models.official_files import GFPGAN as OFFICIAL_GFPGAN
 from sadtalker_models.enhance import (
     FFHQ_TEMPLATE_512,
-    GFPGAN_URL,
     FaceRestorerError,
     alignment_transform,
     enhance_frames,
@@ -389,7 +389,7 @@ def test_missing_file_names_folder_and_url(tmp_path):
     with pytest.raises(FaceRestorerError) as info:
         load_face_restorer(tmp_path / "GFPGANv1.4.pth")
     message = str(info.value)
-    assert "facerestore_models" in message and "gfpgan" in message and GFPGAN_URL in message
+    assert "facerestore_models" in message and "gfpgan" in message and OFFICIAL_GFPGAN.url in message
     assert isinstance(info.value, CheckpointError) and isinstance(info.value, ValueError)
 
 

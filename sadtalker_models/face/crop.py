@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -256,9 +256,3 @@ def restore_aspect(frames: np.ndarray | Iterable[np.ndarray], info: CropInfo) ->
     if not out:
         raise ValueError("No frames to resize.")
     return np.stack(out)
-
-
-def quad_box_size(quad: Sequence[float]) -> tuple[int, int]:
-    """(w_box, h_box) of a quad (lx, ly, rx, ry) as the reference computes it (§3.6)."""
-    lx, ly, rx, ry = quad
-    return int(rx) - int(lx), int(ry) - int(ly)
