@@ -379,22 +379,22 @@ def audio_to_coefficients(models: SadTalkerModels, face: SourceFace, waveform: A
     ``blink``/``blinks_per_minute``: off (``blink=False``), the original's natural schedule (rate
     None or 0), or about that many blinks per minute (:func:`motion.blink_ratio_at_rate`).
     """
-    from .audio import audio_to_mel_windows
+    from .audio import lazy_mel_windows
     from .coefficients import audio_to_coefficients as predict, make_generator
     from .motion import blink_ratio_at_rate, scale_head_motion
 
     pose_style = int(pose_style)
     if not 0 <= pose_style <= MAX_POSE_STYLE:
         raise ValueError(f"Pose style must be between 0 and {MAX_POSE_STYLE}, got {pose_style}.")
-    mels = audio_to_mel_windows(waveform, sample_rate)          # (T, 80, 16), ValueError on bad audio
+    mels = lazy_mel_windows(waveform, sample_rate)   # T windows made chunk by chunk; ValueError on bad audio
     generator = make_generator(None if seed is None else int(seed))
     rate = float(blinks_per_minute or 0.0)
     ratio = None
     if blink and rate and ref_eyeblink is None:   # drawn first, like the natural schedule
-        ratio = blink_ratio_at_rate(mels.shape[0], rate, generator)
+        ratio = blink_ratio_at_rate(len(mels), rate, generator)
     with torch.inference_mode():
         result = predict(
-            models.nets.expnet, models.nets.posevae, mels[None, :, None], face.coeff_3dmm, pose_style,
+            models.nets.expnet, models.nets.posevae, mels, face.coeff_3dmm, pose_style,
             generator=generator, blink=bool(blink), blink_ratio=ratio,
             ref_eyeblink=None if ref_eyeblink is None else _as_ref(ref_eyeblink),
             ref_pose=None if ref_pose is None else _as_ref(ref_pose),
