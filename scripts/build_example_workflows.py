@@ -96,13 +96,14 @@ SHOWS = {                # what the web extension adds to a node after it ran
 NODE_WIDTH = 330
 MIN_WIDTH = {"SadTalkerModelLoader": 420}   # the checkpoint name and its label side by side (web/sadtalker.js)
 # core nodes: their own size with a picture/video/audio player loaded
-CORE_SIZES = {"LoadImage": (320, 330), "LoadAudio": (320, 136), "LoadVideo": (320, 330),
+CORE_SIZES = {"LoadImage": (320, 330), "LoadAudio": (320, 136), "LoadVideo": (320, 420),
               "GetVideoComponents": (230, 90), "CreateVideo": (270, 80), "SaveVideo": (400, 420)}
 
 GAP = 40                 # between a node's bottom edge and the next title bar / between columns
 VIEWPORT = (1600, 860)   # the browser window the saved view is made for (as the screenshots)
 MIN_SCALE = 0.6          # below it ComfyUI draws nodes without their widgets (low-quality zoom)
-VIEW_MARGINS = (60, 60, 30, 60)   # left (side bar), top (menu bar), right, bottom (canvas controls)
+VIEW_MARGINS = (60, 100, 30, 60)  # left (side bar), top (tabs, workflow name, Run), right, bottom (canvas controls)
+MINIMAP = (260, 260)     # the minimap's corner at the bottom right (width, height), kept free
 
 
 def after_run_height(node_type: str, sockets: int, widgets: int) -> int:

@@ -256,6 +256,8 @@ def test_layout_after_a_run_has_no_overlaps_and_fits_the_default_view(path, obje
         sx0, sy0, sx1, sy1 = (x0 + ox) * scale, (y0 + oy) * scale, (x1 + ox) * scale, (y1 + oy) * scale
         assert sx0 >= left - 0.5 and sy0 >= top - 0.5, (path.name, kind, sx0, sy0)
         assert sx1 <= width - right + 0.5 and sy1 <= height - bottom + 0.5, (path.name, kind, sx1, sy1)
+        # and not under the minimap in the bottom-right corner
+        assert sx1 <= width - build.MINIMAP[0] or sy1 <= height - build.MINIMAP[1], (path.name, kind, sx1, sy1)
 
 
 def test_examples_have_template_thumbnails():
