@@ -319,7 +319,8 @@ def _render(args: argparse.Namespace, check_stop) -> int:
     from tqdm import tqdm
 
     from sadtalker_models import pipeline
-    from sadtalker_models.video import Mp4Writer, load_audio, read_image, read_video
+    from sadtalker_models.render_video import render_to_mp4
+    from sadtalker_models.video import load_audio, read_image, read_video
 
     out = Path(args.out)
     image = read_image(args.image)
@@ -379,18 +380,11 @@ def _render(args: argparse.Namespace, check_stop) -> int:
         bar.update(done - bar.n)
 
     try:
-        with Mp4Writer(out, fps=coeffs.fps, audio=wave, sample_rate=rate) as writer:
-            for batch in pipeline.render_frames(models, face, coeffs, expression_scale=args.expression_scale,
-                                                batch_size=args.batch_size, yaw=args.yaw, pitch=args.pitch,
-                                                roll=args.roll, paste_back=not args.no_paste_back,
-                                                progress=progress):
-                if restorer is not None:
-                    from sadtalker_models.enhance import enhance_frames
-
-                    batch, _ = enhance_frames(batch, restorer, detector, upscale=args.enhancer_upscale,
-                                              batch_size=args.batch_size)
-                writer.write(batch)
-            check_stop()
+        render_to_mp4(models, face, coeffs, out, expression_scale=args.expression_scale,
+                      batch_size=args.batch_size, yaw=args.yaw, pitch=args.pitch, roll=args.roll,
+                      paste_back=not args.no_paste_back, progress=progress, check=check_stop,
+                      audio=(wave, rate), restorer=restorer, detector=detector,
+                      enhance_upscale=args.enhancer_upscale, threaded=models.device.type == "cuda")
     finally:
         bar.close()
     logger.info("Wrote %s (%d frames, %.2f s, with audio)", out, total, coeffs.duration)

@@ -125,6 +125,7 @@ class _EncoderThread:
 def render_to_mp4(models: Any, face: Any, coeffs: Any, path: str | Path, *, expression_scale: float = 1.0,
                   batch_size: int = 2, yaw: Any = None, pitch: Any = None, roll: Any = None,
                   paste_back: bool = True, progress: Callable[[int, int], None] | None = None,
+                  check: Callable[[], None] | None = None,
                   audio: tuple[np.ndarray, int] | None = None, restorer: Any = None, detector: Any = None,
                   enhance_strength: float = 1.0, enhance_upscale: int = 1,
                   preview_path: str | Path | None = None, preview_max_side: int = PREVIEW_MAX_SIDE,
@@ -135,6 +136,8 @@ def render_to_mp4(models: Any, face: Any, coeffs: Any, path: str | Path, *, expr
         models, face, coeffs: a :class:`~.pipeline.SadTalkerModels`, :class:`~.pipeline.SourceFace`
             and :class:`~.pipeline.Coefficients`; ``expression_scale`` .. ``progress`` are passed to
             :func:`~.pipeline.render_frames` (``progress(done, total)`` may raise to cancel).
+        check: called after each batch is handed to the encoder and once more before the audio
+            is muxed; it may raise to cancel (a stop request that arrived while encoding).
         audio: ``(waveform (C, n) float, sample_rate)`` muxed and cut to the video length;
             default: the coefficients' own audio; no audio stream when neither exists.
         restorer, detector: a face restorer (:func:`~.enhance.load_face_restorer`) and a landmark
@@ -174,9 +177,13 @@ def render_to_mp4(models: Any, face: Any, coeffs: Any, path: str | Path, *, expr
             else:
                 encoders.write(batch)
             del batch
+            if check is not None:
+                check()
         if worker is not None:
             worker.join()
             worker = None
+        if check is not None:
+            check()
         video.close()
     except BaseException:
         if worker is not None:
