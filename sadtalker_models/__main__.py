@@ -128,8 +128,9 @@ class Stopped(KeyboardInterrupt):
 class StopSignals:
     """Signal handler: raises :class:`Stopped` and remembers the signal.
 
-    Python drops an exception raised while a finalizer runs ("Exception ignored in ..."), so a signal
-    landing there would be lost; :meth:`check`, called between render batches, raises it again.
+    Python drops an exception raised while a finalizer or an at-fork callback runs ("Exception ignored
+    in ..."), so a signal landing there would be lost; :meth:`check`, called between render batches
+    and before the mux, raises it again.
     """
 
     def __init__(self) -> None:
@@ -187,8 +188,7 @@ def _main(argv: list[str] | None = None, stop: StopSignals | None = None) -> int
         return 2
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
-        logger.error("Interrupted (%s); temporary files were removed and no output was changed.",
-                     signal.Signals(signum).name)
+        logger.error("Interrupted (%s).", signal.Signals(signum).name)
         return 128 + int(signum)
     except (ValueError, RuntimeError, OSError) as err:
         logger.debug("details", exc_info=True)
