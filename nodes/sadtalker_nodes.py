@@ -369,11 +369,15 @@ class SadTalkerRender:
                                                              "as predicted)."}),
                 "pitch": ("STRING", {"default": "", "tooltip": "Head pitch path in degrees, e.g. 0,10."}),
                 "roll": ("STRING", {"default": "", "tooltip": "Head roll path in degrees, e.g. -5,5."}),
+                "background": ("IMAGE", {"tooltip": "Optional (full/extfull): paste onto these frames instead of the "
+                                                    "still picture - the images of another face's Render of the same "
+                                                    "picture, so two faces talk. Frame i goes onto background frame i "
+                                                    "(the last one when it runs out)."}),
             },
         }
 
     def render(self, model, face, coefficients, expression_scale: float = 1.0, batch_size: int = 2,
-               paste_back: bool = True, yaw: str = "", pitch: str = "", roll: str = ""):
+               paste_back: bool = True, yaw: str = "", pitch: str = "", roll: str = "", background=None):
         import torch
 
         handle = _model_handle(model)
@@ -393,7 +397,8 @@ class SadTalkerRender:
         try:
             for batch in pipeline.render_frames(
                     models, source, coeffs, expression_scale=float(expression_scale), batch_size=int(batch_size),
-                    yaw=yaw, pitch=pitch, roll=roll, paste_back=bool(paste_back), progress=progress):
+                    yaw=yaw, pitch=pitch, roll=roll, paste_back=bool(paste_back), progress=progress,
+                    background=background):
                 images[done:done + len(batch)] = _to_image_tensor(batch)
                 preview.write(batch)
                 done += len(batch)

@@ -532,8 +532,13 @@ def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficient
                   batch_size: int = 2, yaw: Sequence[float] | str | None = None,
                   pitch: Sequence[float] | str | None = None, roll: Sequence[float] | str | None = None,
                   paste_back: bool = True, progress: ProgressFn | None = None,
-                  still: bool | None = None) -> Iterator[np.ndarray]:
+                  still: bool | None = None, background: Any = None) -> Iterator[np.ndarray]:
     """Render ``coeffs`` on ``face``: yields ``(b, H, W, 3)`` uint8 batches in frame order.
+
+    ``background``: frames ``(N, H, W, 3)`` (uint8, or float 0..1 like ComfyUI's IMAGE) to paste
+    onto instead of the still picture (full/extfull with paste-back): frame ``i`` goes onto
+    background frame ``min(i, N - 1)``. Feed it the frames of another face's render of the same
+    picture to make two faces talk (see :func:`background_frame`).
 
     Output frames are resized to the face box's aspect ratio (§14) or, for full/extfull with
     ``paste_back``, pasted into the original image (§15), then made even-sized (:func:`output_size`).
@@ -563,19 +568,52 @@ def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficient
     paste = paste_back and face.paste_back_possible
     if paste:
         from .face.paste import paste_back as paste_frames
+    if background is not None:
+        if not paste:
+            raise ValueError("A background needs the face pasted into the whole picture: use the full or extfull "
+                             "preprocess mode with paste_back on.")
+        background_frame(background, 0, face)   # size check before any rendering
 
     with torch.inference_mode():
         # float32 in: the renderer casts to each network's own dtype
         state = renderer.encode_source(source.to(device), inputs.source_semantics.to(device))
+        done = 0
         for batch in renderer.iter_frames(state, inputs, batch_size=batch_size, progress=progress, out_device="cpu"):
             frames = frames_to_uint8(batch)
             if (out_w, out_h) != (frames.shape[2], frames.shape[1]):
                 import cv2
 
                 frames = np.stack([cv2.resize(f, (out_w, out_h), interpolation=cv2.INTER_LINEAR) for f in frames])
-            if paste:
+            if background is not None:
+                from .face.paste import paste_frame
+
+                first = done
+                frames = np.stack([paste_frame(f, background_frame(background, first + j, face), face.crop_info)
+                                   for j, f in enumerate(frames)])
+            elif paste:
                 frames = paste_frames(frames, face.original, face.crop_info)
+            done += len(frames)
             yield np.ascontiguousarray(pad_to_even(frames))
+
+
+def background_frame(background: Any, index: int, face: SourceFace) -> np.ndarray:
+    """Frame ``min(index, N - 1)`` of ``background`` ``(N, H, W, 3)`` as ``(H0, W0, 3)`` uint8.
+
+    ``H, W`` must be the picture's size, or its even-padded size (a render's output), which is cut
+    back to the picture. Only that one frame is converted.
+    """
+    h0, w0 = face.original.shape[:2]
+    n = len(background) if getattr(background, "ndim", 0) == 4 else 0
+    if n == 0 or tuple(background.shape[1:3]) not in ((h0, w0), (h0 + h0 % 2, w0 + w0 % 2)) \
+            or background.shape[3] != 3:
+        raise ValueError(f"The background must be frames of the same picture, {w0}x{h0} pixels (a render of another "
+                         f"face of it); got shape {tuple(getattr(background, 'shape', ()))}.")
+    frame = background[min(int(index), n - 1), :h0, :w0]
+    if isinstance(frame, torch.Tensor):
+        frame = frame.detach().cpu().numpy()
+    if frame.dtype != np.uint8:
+        frame = np.rint(np.clip(frame.astype(np.float32), 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+    return np.ascontiguousarray(frame)
 
 
 def render_all(models: SadTalkerModels, face: SourceFace, coeffs: Coefficients, **kwargs) -> np.ndarray:
