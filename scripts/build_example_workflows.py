@@ -25,7 +25,7 @@ OUT = REPO / "workflows"
 # (its control_after_generate value).
 WIDGET_INPUTS = {
     "SadTalkerModelLoader": ["checkpoint", "precision"],
-    "SadTalkerFaceCrop": ["preprocess", "size", "landmark_backend"],
+    "SadTalkerFaceCrop": ["preprocess", "size", "landmark_backend", "face_index"],
     "SadTalkerAudioToCoefficients": ["pose_style", "seed", None, "blink", "still", "head_motion_scale",
                                      "blinks_per_minute"],
     "SadTalkerReferenceToCoefficients": ["preprocess", "landmark_backend", "max_frames"],
@@ -38,6 +38,7 @@ WIDGET_INPUTS = {
     "LoadAudio": ["audio", None, None],
     "LoadVideo": ["file", None],
     "GetVideoComponents": [],
+    "AudioMerge": ["merge_method"],
 }
 
 # sockets: node type -> (inputs [(name, type, optional)], outputs [(name, type)])
@@ -47,8 +48,8 @@ SOCKETS = {
     "LoadVideo": ([], [("VIDEO", "VIDEO")]),
     "GetVideoComponents": ([("video", "VIDEO", False)], [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
     "SadTalkerModelLoader": ([], [("model", "SADTALKER_MODEL")]),
-    "SadTalkerFaceCrop": ([("model", "SADTALKER_MODEL", False), ("image", "IMAGE", False)],
-                          [("face", "SADTALKER_FACE"), ("crop", "IMAGE")]),
+    "SadTalkerFaceCrop": ([("model", "SADTALKER_MODEL", False), ("image", "IMAGE", False), ("mask", "MASK", True)],
+                          [("face", "SADTALKER_FACE"), ("crop", "IMAGE"), ("faces", "IMAGE")]),
     "SadTalkerAudioToCoefficients": ([("model", "SADTALKER_MODEL", False), ("face", "SADTALKER_FACE", False),
                                       ("audio", "AUDIO", False), ("ref_pose", "SADTALKER_REFERENCE", True),
                                       ("ref_eyeblink", "SADTALKER_REFERENCE", True)],
@@ -57,13 +58,14 @@ SOCKETS = {
                                           ("audio", "AUDIO", True)],
                                          [("reference", "SADTALKER_REFERENCE"), ("coefficients", "SADTALKER_COEFFS")]),
     "SadTalkerRender": ([("model", "SADTALKER_MODEL", False), ("face", "SADTALKER_FACE", False),
-                         ("coefficients", "SADTALKER_COEFFS", False)],
+                         ("coefficients", "SADTALKER_COEFFS", False), ("background", "IMAGE", True)],
                         [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
     "SadTalkerFaceRestoreModelLoader": ([], [("face_restorer", "SADTALKER_FACE_RESTORER")]),
     "SadTalkerFaceEnhance": ([("images", "IMAGE", False), ("face_restorer", "SADTALKER_FACE_RESTORER", False)],
                              [("images", "IMAGE")]),
     "CreateVideo": ([("images", "IMAGE", False), ("audio", "AUDIO", True)], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO", False)], []),
+    "AudioMerge": ([("audio1", "AUDIO", False), ("audio2", "AUDIO", False)], [("AUDIO", "AUDIO")]),
 }
 WIDGET_SOCKETS = {("CreateVideo", "fps"): "FLOAT"}   # widgets that the examples drive from a link
 TITLES = {
@@ -76,7 +78,7 @@ TITLES = {
 
 
 # widget values the examples leave at the node's default
-DEFAULT_WIDGETS = {"head_motion_scale": 1.0, "blinks_per_minute": 0.0}
+DEFAULT_WIDGETS = {"head_motion_scale": 1.0, "blinks_per_minute": 0.0, "face_index": -1}
 
 # ----------------------------------------------------------------------------- sizes after a run
 # LiteGraph's geometry (ComfyUI frontend 1.35): title bar above the node's pos, one row per socket,
@@ -97,7 +99,8 @@ NODE_WIDTH = 330
 MIN_WIDTH = {"SadTalkerModelLoader": 420}   # the checkpoint name and its label side by side (web/sadtalker.js)
 # core nodes: their own size with a picture/video/audio player loaded
 CORE_SIZES = {"LoadImage": (320, 330), "LoadAudio": (320, 136), "LoadVideo": (320, 420),
-              "GetVideoComponents": (230, 90), "CreateVideo": (270, 80), "SaveVideo": (400, 420)}
+              "GetVideoComponents": (230, 90), "CreateVideo": (270, 80), "SaveVideo": (400, 420),
+              "AudioMerge": (270, 80)}
 
 GAP = 40                 # between a node's bottom edge and the next title bar / between columns
 VIEWPORT = (1600, 860)   # the browser window the saved view is made for (as the screenshots)
@@ -312,6 +315,45 @@ def reference_video_pose_blink() -> Workflow:
     return wf
 
 
+def two_people_talking() -> Workflow:
+    wf = Workflow("SadTalker, two people talking: each face of one picture (full mode, face_index 0 and 1) "
+                  "gets its own speech. The second Render pastes its face onto the first Render's frames "
+                  "('background'); Audio Merge mixes both voices.\nFor turns, start the second clip with "
+                  "silence as long as the first speaker's part.")
+    model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
+    image = wf.add("LoadImage", {"image": "two_people.png"})
+    audio_a = wf.add("LoadAudio", {"audio": "speech.wav"})
+    audio_b = wf.add("LoadAudio", {"audio": "speech_b.wav"})
+    faces, coeffs, renders = [], [], []
+    for index, audio in enumerate((audio_a, audio_b)):
+        face = wf.add("SadTalkerFaceCrop", {"preprocess": "full", "size": "256", "landmark_backend": "auto",
+                                            "face_index": index})
+        coeff = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": index, "blink": True,
+                                                        "still": True})
+        render = wf.add("SadTalkerRender", RENDER_WIDGETS)
+        link_talking_head(wf, model, image, audio, face, coeff, render)
+        faces.append(face)
+        coeffs.append(coeff)
+        renders.append(render)
+    wf.link(renders[0], 0, renders[1], "background")
+    mix = wf.add("AudioMerge", {"merge_method": "add"})
+    wf.link(renders[1], 1, mix, "audio1")
+    wf.link(renders[0], 1, mix, "audio2")
+    video = wf.add("CreateVideo", {"fps": 25.0})
+    save = wf.add("SaveVideo", {"filename_prefix": "video/sadtalker_two", "format": "mp4", "codec": "h264"})
+    wf.link(renders[1], 0, video, "images")
+    wf.link(mix, 0, video, "audio")
+    wf.link(renders[1], 2, video, "fps")
+    wf.link(video, 0, save, "video")
+    x = wf.column(0, [model, image, audio_a, audio_b])
+    x = wf.column(x, [faces[0], coeffs[0]])
+    x = wf.column(x, [faces[1], coeffs[1]])
+    x = wf.column(x, [renders[0], mix])
+    x = wf.column(x, [renders[1], video])
+    wf.column(x, [save])
+    return wf
+
+
 THUMBNAIL_SIZE = (512, 384)
 LINK_COLORS = {"IMAGE": (100, 181, 246), "AUDIO": (240, 160, 80), "FLOAT": (170, 238, 136),
                "VIDEO": (220, 120, 220)}
@@ -319,6 +361,7 @@ TITLES_SHORT = {
     "sadtalker_image_audio_to_video.json": "picture + speech -> video",
     "sadtalker_full_body_enhanced.json": "full body, face restored",
     "sadtalker_reference_video_pose_blink.json": "pose + blinks from a video",
+    "sadtalker_two_people_talking.json": "two people talking",
 }
 
 
@@ -377,6 +420,7 @@ WORKFLOWS = {
     "sadtalker_image_audio_to_video.json": image_audio_to_video,
     "sadtalker_full_body_enhanced.json": full_body_enhanced,
     "sadtalker_reference_video_pose_blink.json": reference_video_pose_blink,
+    "sadtalker_two_people_talking.json": two_people_talking,
 }
 
 

@@ -131,6 +131,14 @@ def prepare_inputs(ffmpeg: str, media: Path, input_dir: Path, seconds: float, re
     source = ["-i", str(speech)] if speech.is_file() else ["-f", "lavfi", "-i", "sine=frequency=220:sample_rate=16000"]
     ffmpeg_run(ffmpeg, *source, "-t", f"{seconds:.3f}", "-ac", "1", "-c:a", "pcm_s16le", str(input_dir / "speech.wav"),
                what="cut the speech clip")
+    # two people: the middle of art_0 beside full3 (padded to the same height); the second voice
+    ffmpeg_run(ffmpeg, "-i", str(media / "art_0.png"), "-i", str(media / "full3.png"), "-filter_complex",
+               "[0]crop=512:896:64:0[a];[1]pad=512:896[b];[a][b]hstack", str(input_dir / "two_people.png"),
+               what="make the two-people picture")
+    speech_b = media / "speech_zh_48k_stereo_3s.wav"
+    source = ["-i", str(speech_b)] if speech_b.is_file() else ["-f", "lavfi", "-i", "sine=frequency=330:sample_rate=48000"]
+    ffmpeg_run(ffmpeg, *source, "-t", f"{seconds:.3f}", "-c:a", "pcm_s16le", str(input_dir / "speech_b.wav"),
+               what="cut the second speech clip")
     reference = media / "ref_pose_blink_3s.mp4"
     source = ["-i", str(reference)] if reference.is_file() else ["-loop", "1", "-framerate", "25", "-i",
                                                                 str(media / "art_0.png")]

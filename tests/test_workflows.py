@@ -17,8 +17,8 @@ WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 
 # the core nodes the examples use, as ComfyUI 0.8's /object_info describes them (inputs only)
 CORE = {
-    "LoadImage": {"required": {"image": [["portrait.png", "full_body.png"], {"image_upload": True}]}},
-    "LoadAudio": {"required": {"audio": ["COMBO", {"options": ["speech.wav"], "audio_upload": True}]}},
+    "LoadImage": {"required": {"image": [["portrait.png", "full_body.png", "two_people.png"], {"image_upload": True}]}},
+    "LoadAudio": {"required": {"audio": ["COMBO", {"options": ["speech.wav", "speech_b.wav"], "audio_upload": True}]}},
     "LoadVideo": {"required": {"file": ["COMBO", {"options": ["reference.mp4"], "video_upload": True}]}},
     "GetVideoComponents": {"required": {"video": ["VIDEO", {}]}},
     "CreateVideo": {"required": {"images": ["IMAGE", {}], "fps": ["FLOAT", {"default": 30.0}]},
@@ -26,6 +26,8 @@ CORE = {
     "SaveVideo": {"required": {"video": ["VIDEO", {}], "filename_prefix": ["STRING", {}],
                                "format": ["COMBO", {"options": ["auto", "mp4"]}],
                                "codec": ["COMBO", {"options": ["auto", "h264"]}]}},
+    "AudioMerge": {"required": {"audio1": ["AUDIO", {}], "audio2": ["AUDIO", {}],
+                                "merge_method": ["COMBO", {"options": ["add", "mean", "subtract", "multiply"]}]}},
 }
 
 
@@ -50,10 +52,10 @@ def object_info():
     return info
 
 
-def test_there_are_three_examples():
+def test_there_are_four_examples():
     names = {p.name for p in WORKFLOWS}
     assert names == {"sadtalker_image_audio_to_video.json", "sadtalker_full_body_enhanced.json",
-                     "sadtalker_reference_video_pose_blink.json"}
+                     "sadtalker_reference_video_pose_blink.json", "sadtalker_two_people_talking.json"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -92,12 +94,18 @@ def test_workflow_converts_to_a_complete_api_prompt(path, object_info):
                 assert isinstance(value, int)
             if kind == "BOOLEAN":
                 assert isinstance(value, bool)
-    render = [n for n in prompt.values() if n["class_type"] == "SadTalkerRender"][0]
+    renders = [k for k, v in prompt.items() if v["class_type"] == "SadTalkerRender"]
     create = [n for n in prompt.values() if n["class_type"] == "CreateVideo"][0]
-    render_id = next(k for k, v in prompt.items() if v is render)
-    # the render node's fps and audio drive Create Video
+    render_id = renders[-1]   # the last render (two people: the second face on the first one's frames)
+    # the render node's fps and audio drive Create Video (two people: both renders' audio mixed)
     assert create["inputs"]["fps"] == [render_id, 2]
-    assert create["inputs"]["audio"] == [render_id, 1]
+    audio = create["inputs"]["audio"]
+    if prompt[audio[0]]["class_type"] == "AudioMerge":
+        mixed = prompt[audio[0]]["inputs"]
+        assert {mixed["audio1"][0], mixed["audio2"][0]} == set(renders) and mixed["audio1"][1] == mixed["audio2"][1] == 1
+        assert prompt[render_id]["inputs"]["background"] == [renders[0], 0]
+    else:
+        assert audio == [render_id, 1]
 
 
 def test_web_extension_is_valid_javascript(tmp_path):
