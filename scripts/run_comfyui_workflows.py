@@ -25,7 +25,7 @@ in ComfyUI's Python (``--python``, default: the Python running this script).
    width and height, the expected frame count, an audio stream as long as the frames, the
    container duration, and the previews/curves in the run's UI outputs; the first example is
    re-queued unchanged right after its run (ComfyUI serves it from its cache): it must save no
-   second video and, for output nodes, re-send their previews and curves;
+   second video and must re-send the previews and curves (as after a page reload and Run);
 6. stops the server and ends with ``all N cases passed`` (exit 0) or ``failed: <cases>`` (exit 1).
 """
 
@@ -363,10 +363,10 @@ def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool
     # the first example again, unchanged and straight after it (ComfyUI's cache keeps the last prompt
     # only): served from the cache, as when a user reloads the page and presses Run
     first = cases[0]
-    requeue = Case(f"{first.name} re-queued unchanged (cached)", first.prompt, frames, videos=0)
-    for node_type, key in (("SadTalkerRender", "sadtalker_video"), ("SadTalkerAudioToCoefficients", "sadtalker_curves")):
-        if nodes_of(first.prompt, node_type) and object_info.get(node_type, {}).get("output_node"):
-            requeue.ui[key] = f"{node_type} is an output node, so ComfyUI must re-send its UI from the cache"
+    # and the previews/curves must come back: ComfyUI re-sends the UI of cached output nodes only
+    requeue = Case(f"{first.name} re-queued unchanged (cached)", first.prompt, frames, videos=0,
+                   ui={key: f"{why}, re-sent from the cache (is its node an output node?)"
+                       for key, why in first.ui.items()})
     cases.insert(1, requeue)
     plain = [p for p in prompts.values() if {"LoadImage", "SadTalkerFaceCrop", "SadTalkerRender", "CreateVideo",
                                              "SaveVideo"} <= {n["class_type"] for n in p.values()}
