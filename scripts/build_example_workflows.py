@@ -97,7 +97,8 @@ SHOWS = {                # what the web extension adds to a node after it ran
 }
 NODE_WIDTH = 330
 MIN_WIDTH = {"SadTalkerModelLoader": 420}   # the checkpoint name and its label side by side (web/sadtalker.js)
-# core nodes: their own size with a picture/video/audio player loaded
+# core nodes: their own size with a picture/video/audio player loaded (Save Video's player grows with the
+# video's aspect ratio past its node, so the examples keep it last in its column, with nothing below)
 CORE_SIZES = {"LoadImage": (320, 330), "LoadAudio": (320, 136), "LoadVideo": (320, 420),
               "GetVideoComponents": (230, 90), "CreateVideo": (270, 80), "SaveVideo": (400, 420),
               "AudioMerge": (270, 80)}

@@ -255,6 +255,10 @@ def test_layout_after_a_run_has_no_overlaps_and_fits_the_default_view(path, obje
         for type_b, b in items[i + 1:]:
             apart = a[2] + 10 <= b[0] or b[2] + 10 <= a[0] or a[3] + 10 <= b[1] or b[3] + 10 <= a[1]
             assert apart, f"{path.name}: {type_a} {a} overlaps {type_b} {b}"
+    for kind, save in items:   # Save Video's player outgrows its node with a tall video: nothing below it
+        if kind == "SaveVideo":
+            below = [k for k, r in items if r[1] >= save[3] and r[0] < save[2] and save[0] < r[2]]
+            assert not below, f"{path.name}: {below} below Save Video"
     ds = wf["extra"]["ds"]
     scale, (ox, oy) = ds["scale"], ds["offset"]
     assert scale >= build.MIN_SCALE   # ComfyUI still draws the widgets at this zoom
