@@ -39,6 +39,8 @@ WIDGET_INPUTS = {
     "LoadVideo": ["file", None],
     "GetVideoComponents": [],
     "AudioMerge": ["merge_method"],
+    "SadTalkerIdleCoefficients": ["seconds", "pose_style", "seed", None, "blink", "head_motion_scale",
+                                  "blinks_per_minute"],
 }
 
 # sockets: node type -> (inputs [(name, type, optional)], outputs [(name, type)])
@@ -66,6 +68,8 @@ SOCKETS = {
     "CreateVideo": ([("images", "IMAGE", False), ("audio", "AUDIO", True)], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO", False)], []),
     "AudioMerge": ([("audio1", "AUDIO", False), ("audio2", "AUDIO", False)], [("AUDIO", "AUDIO")]),
+    "SadTalkerIdleCoefficients": ([("model", "SADTALKER_MODEL", False), ("face", "SADTALKER_FACE", False)],
+                                  [("coefficients", "SADTALKER_COEFFS")]),
 }
 WIDGET_SOCKETS = {("CreateVideo", "fps"): "FLOAT"}   # widgets that the examples drive from a link
 TITLES = {
@@ -74,6 +78,7 @@ TITLES = {
     "SadTalkerReferenceToCoefficients": "SadTalker Reference Video to Coefficients",
     "SadTalkerRender": "SadTalker Render", "SadTalkerFaceRestoreModelLoader": "SadTalker Face Restore Model Loader",
     "SadTalkerFaceEnhance": "SadTalker Face Enhance",
+    "SadTalkerIdleCoefficients": "SadTalker Idle Coefficients (no speech)",
 }
 
 
@@ -93,6 +98,7 @@ CURVES_H = 170 + 2 * 10  # PLOT_HEIGHT + both WIDGET_MARGINs
 SHOWS = {                # what the web extension adds to a node after it ran
     "SadTalkerAudioToCoefficients": CURVES_H, "SadTalkerReferenceToCoefficients": CURVES_H,
     "SadTalkerLoadCoefficients": CURVES_H, "SadTalkerSaveCoefficients": CURVES_H,
+    "SadTalkerIdleCoefficients": CURVES_H,
     "SadTalkerRender": VIDEO_H, "SadTalkerSimple": VIDEO_H + CURVES_H,
 }
 NODE_WIDTH = 330
@@ -167,7 +173,7 @@ class Workflow:
         values = []
         for name in WIDGET_INPUTS[node_type]:
             if name is None:
-                values.append("fixed" if node_type == "SadTalkerAudioToCoefficients" else
+                values.append("fixed" if node_type in ("SadTalkerAudioToCoefficients", "SadTalkerIdleCoefficients") else
                               ("image" if node_type in ("LoadImage", "LoadVideo") else None))
             else:
                 values.append(widgets[name] if name in widgets else DEFAULT_WIDGETS[name])
@@ -355,6 +361,30 @@ def two_people_talking() -> Workflow:
     return wf
 
 
+def idle_clip() -> Workflow:
+    wf = Workflow("SadTalker idle clip: no speech - N seconds of blinks, a slight head motion and a closed mouth "
+                  "(the audio networks are given silence). The same seed gives the same clip; the video's sound "
+                  "track is silence.")
+    model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
+    image = wf.add("LoadImage", {"image": "portrait.png"})
+    face = wf.add("SadTalkerFaceCrop", {"preprocess": "crop", "size": "256", "landmark_backend": "auto"})
+    idle = wf.add("SadTalkerIdleCoefficients", {"seconds": 5.0, "pose_style": 0, "seed": 0, "blink": True})
+    render = wf.add("SadTalkerRender", RENDER_WIDGETS)
+    wf.link(model, 0, face, "model")
+    wf.link(image, 0, face, "image")
+    wf.link(model, 0, idle, "model")
+    wf.link(face, 0, idle, "face")
+    wf.link(model, 0, render, "model")
+    wf.link(face, 0, render, "face")
+    wf.link(idle, 0, render, "coefficients")
+    video, save = video_out(wf, render, render, "video/sadtalker_idle")
+    x = wf.column(0, [model, image])
+    x = wf.column(x, [face, idle])
+    x = wf.column(x, [render])
+    wf.column(x, [video, save])
+    return wf
+
+
 THUMBNAIL_SIZE = (512, 384)
 LINK_COLORS = {"IMAGE": (100, 181, 246), "AUDIO": (240, 160, 80), "FLOAT": (170, 238, 136),
                "VIDEO": (220, 120, 220)}
@@ -363,6 +393,7 @@ TITLES_SHORT = {
     "sadtalker_full_body_enhanced.json": "full body, face restored",
     "sadtalker_reference_video_pose_blink.json": "pose + blinks from a video",
     "sadtalker_two_people_talking.json": "two people talking",
+    "sadtalker_idle_clip.json": "idle clip, no speech",
 }
 
 
@@ -422,6 +453,7 @@ WORKFLOWS = {
     "sadtalker_full_body_enhanced.json": full_body_enhanced,
     "sadtalker_reference_video_pose_blink.json": reference_video_pose_blink,
     "sadtalker_two_people_talking.json": two_people_talking,
+    "sadtalker_idle_clip.json": idle_clip,
 }
 
 

@@ -357,6 +357,8 @@ def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool
         except (OSError, json.JSONDecodeError) as err:
             raise SetupError(f"{path} is not a readable workflow JSON ({err})") from err
         prompt = ui_to_api(workflow, object_info)
+        for key in nodes_of(prompt, "SadTalkerIdleCoefficients"):   # as long as the speech of the others
+            prompt[key]["inputs"]["seconds"] = frames / FPS
         prompts[path.name] = prompt
         saves = len(nodes_of(prompt, "SaveVideo")) + len(nodes_of(prompt, "VHS_VideoCombine"))
         cases.append(Case(path.name, prompt, frames, videos=saves, ui=expected_ui(prompt)))

@@ -52,10 +52,11 @@ def object_info():
     return info
 
 
-def test_there_are_four_examples():
+def test_there_are_five_examples():
     names = {p.name for p in WORKFLOWS}
     assert names == {"sadtalker_image_audio_to_video.json", "sadtalker_full_body_enhanced.json",
-                     "sadtalker_reference_video_pose_blink.json", "sadtalker_two_people_talking.json"}
+                     "sadtalker_reference_video_pose_blink.json", "sadtalker_two_people_talking.json",
+                     "sadtalker_idle_clip.json"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
