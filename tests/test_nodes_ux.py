@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from conftest import MEDIA
-from test_nodes import comfy_base, image_tensor, model, nodes, pack, speech  # noqa: F401 - shared fixtures
+from test_nodes import comfy_base, model, nodes, pack, speech  # noqa: F401 - shared fixtures
 
 
 class EchoRenderer:
@@ -122,7 +122,7 @@ def test_load_coefficients_lists_what_save_wrote(nodes, model, comfy_base):
     import folder_paths
     from safetensors.torch import save_file
 
-    coeffs = nodes["SadTalkerLoadCoefficients"]  # class
+    load = nodes["SadTalkerLoadCoefficients"]
     picture = odd_picture()
     face = nodes["SadTalkerFaceCrop"]().prepare(model, picture, "crop", "256", "dlib")[0]
     made = nodes["SadTalkerAudioToCoefficients"]().predict(model, face, speech(0.09), 0, 0, True, False)["result"][0]
@@ -132,18 +132,18 @@ def test_load_coefficients_lists_what_save_wrote(nodes, model, comfy_base):
     other.parent.mkdir(parents=True, exist_ok=True)
     save_file({"w": torch.zeros(2)}, str(other))
 
-    listed = coeffs.INPUT_TYPES()["required"]["file"][0]
+    listed = load.INPUT_TYPES()["required"]["file"][0]
     name = f"{entry['subfolder']}/{entry['filename']} [output]"
     assert name in listed
     assert not any("model.safetensors" in n for n in listed)
-    loaded = coeffs().load(name)["result"][0]
+    loaded = load().load(name)["result"][0]
     assert torch.equal(loaded.coeffs, made.coeffs) and loaded.num_frames == made.num_frames
-    assert coeffs.IS_CHANGED(name) == (Path(folder_paths.get_output_directory()) / entry["subfolder"] /
+    assert load.IS_CHANGED(name) == (Path(folder_paths.get_output_directory()) / entry["subfolder"] /
                                        entry["filename"]).stat().st_mtime
     with pytest.raises(ValueError, match="Save Coefficients.*press R"):
-        coeffs().load("missing.safetensors [output]")
+        load().load("missing.safetensors [output]")
     with pytest.raises(ValueError, match="not found"):
-        coeffs().load("../../escape.safetensors [output]")
+        load().load("../../escape.safetensors [output]")
 
 
 def test_load_coefficients_placeholder_says_what_to_do(nodes, tmp_path, monkeypatch):

@@ -284,7 +284,7 @@ def test_examples_have_template_thumbnails():
             assert image.format == "JPEG" and image.size == build.THUMBNAIL_SIZE
 
 
-def test_examples_are_what_the_builder_writes(tmp_path, monkeypatch):
+def test_examples_are_what_the_builder_writes():
     build = builder()
     for name, make in build.WORKFLOWS.items():
         assert make().to_json() == json.loads((REPO / "workflows" / name).read_text()), \
