@@ -30,6 +30,8 @@ WIDGET_INPUTS = {
                                      "blinks_per_minute"],
     "SadTalkerReferenceToCoefficients": ["preprocess", "landmark_backend", "max_frames"],
     "SadTalkerRender": ["expression_scale", "batch_size", "paste_back", "yaw", "pitch", "roll"],
+    "SadTalkerRenderVideo": ["expression_scale", "batch_size", "paste_back", "enhance_strength", "enhance_upscale_2x",
+                             "landmark_backend", "yaw", "pitch", "roll"],
     "SadTalkerFaceRestoreModelLoader": ["model_name", "precision"],
     "SadTalkerFaceEnhance": ["strength", "upscale_2x", "batch_size", "landmark_backend"],
     "CreateVideo": ["fps"],
@@ -62,6 +64,10 @@ SOCKETS = {
     "SadTalkerRender": ([("model", "SADTALKER_MODEL", False), ("face", "SADTALKER_FACE", False),
                          ("coefficients", "SADTALKER_COEFFS", False), ("background", "IMAGE", True)],
                         [("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT")]),
+    "SadTalkerRenderVideo": ([("model", "SADTALKER_MODEL", False), ("face", "SADTALKER_FACE", False),
+                              ("coefficients", "SADTALKER_COEFFS", False),
+                              ("face_restorer", "SADTALKER_FACE_RESTORER", True)],
+                             [("video", "VIDEO")]),
     "SadTalkerFaceRestoreModelLoader": ([], [("face_restorer", "SADTALKER_FACE_RESTORER")]),
     "SadTalkerFaceEnhance": ([("images", "IMAGE", False), ("face_restorer", "SADTALKER_FACE_RESTORER", False)],
                              [("images", "IMAGE")]),
@@ -76,7 +82,8 @@ TITLES = {
     "SadTalkerModelLoader": "SadTalker Model Loader", "SadTalkerFaceCrop": "SadTalker Face Crop + 3DMM",
     "SadTalkerAudioToCoefficients": "SadTalker Audio to Coefficients",
     "SadTalkerReferenceToCoefficients": "SadTalker Reference Video to Coefficients",
-    "SadTalkerRender": "SadTalker Render", "SadTalkerFaceRestoreModelLoader": "SadTalker Face Restore Model Loader",
+    "SadTalkerRender": "SadTalker Render", "SadTalkerRenderVideo": "SadTalker Render to Video",
+    "SadTalkerFaceRestoreModelLoader": "SadTalker Face Restore Model Loader",
     "SadTalkerFaceEnhance": "SadTalker Face Enhance",
     "SadTalkerIdleCoefficients": "SadTalker Idle Coefficients (no speech)",
 }
@@ -99,7 +106,7 @@ SHOWS = {                # what the web extension adds to a node after it ran
     "SadTalkerAudioToCoefficients": CURVES_H, "SadTalkerReferenceToCoefficients": CURVES_H,
     "SadTalkerLoadCoefficients": CURVES_H, "SadTalkerSaveCoefficients": CURVES_H,
     "SadTalkerIdleCoefficients": CURVES_H,
-    "SadTalkerRender": VIDEO_H, "SadTalkerSimple": VIDEO_H + CURVES_H,
+    "SadTalkerRender": VIDEO_H, "SadTalkerRenderVideo": VIDEO_H, "SadTalkerSimple": VIDEO_H + CURVES_H,
 }
 NODE_WIDTH = 330
 MIN_WIDTH = {"SadTalkerModelLoader": 420}   # the checkpoint name and its label side by side (web/sadtalker.js)
@@ -385,6 +392,28 @@ def idle_clip() -> Workflow:
     return wf
 
 
+def long_speech_to_video() -> Workflow:
+    wf = Workflow("SadTalker for long speech (minutes): Render to Video encodes the frames into an mp4 batch by "
+                  "batch while they render, so memory stays flat however long the speech is; its VIDEO goes "
+                  "straight into Save Video. Connect a Face Restore Model Loader to its face_restorer input to "
+                  "enhance every batch as it renders.")
+    model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
+    image = wf.add("LoadImage", {"image": "portrait.png"})
+    audio = wf.add("LoadAudio", {"audio": "speech.wav"})
+    face = wf.add("SadTalkerFaceCrop", {"preprocess": "crop", "size": "256", "landmark_backend": "auto"})
+    coeffs = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": False})
+    render = wf.add("SadTalkerRenderVideo", {**RENDER_WIDGETS, "enhance_strength": 1.0, "enhance_upscale_2x": False,
+                                             "landmark_backend": "auto"})
+    link_talking_head(wf, model, image, audio, face, coeffs, render)
+    save = wf.add("SaveVideo", {"filename_prefix": "video/sadtalker_long", "format": "mp4", "codec": "h264"})
+    wf.link(render, 0, save, "video")
+    x = wf.column(0, [model, image, audio])
+    x = wf.column(x, [face, coeffs])
+    x = wf.column(x, [render])
+    wf.column(x, [save])
+    return wf
+
+
 THUMBNAIL_SIZE = (512, 384)
 LINK_COLORS = {"IMAGE": (100, 181, 246), "AUDIO": (240, 160, 80), "FLOAT": (170, 238, 136),
                "VIDEO": (220, 120, 220)}
@@ -394,6 +423,7 @@ TITLES_SHORT = {
     "sadtalker_reference_video_pose_blink.json": "pose + blinks from a video",
     "sadtalker_two_people_talking.json": "two people talking",
     "sadtalker_idle_clip.json": "idle clip, no speech",
+    "sadtalker_long_speech_to_video.json": "long speech -> streamed video",
 }
 
 
@@ -454,6 +484,7 @@ WORKFLOWS = {
     "sadtalker_reference_video_pose_blink.json": reference_video_pose_blink,
     "sadtalker_two_people_talking.json": two_people_talking,
     "sadtalker_idle_clip.json": idle_clip,
+    "sadtalker_long_speech_to_video.json": long_speech_to_video,
 }
 
 

@@ -52,11 +52,11 @@ def object_info():
     return info
 
 
-def test_there_are_five_examples():
+def test_there_are_six_examples():
     names = {p.name for p in WORKFLOWS}
     assert names == {"sadtalker_image_audio_to_video.json", "sadtalker_full_body_enhanced.json",
                      "sadtalker_reference_video_pose_blink.json", "sadtalker_two_people_talking.json",
-                     "sadtalker_idle_clip.json"}
+                     "sadtalker_idle_clip.json", "sadtalker_long_speech_to_video.json"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -95,6 +95,11 @@ def test_workflow_converts_to_a_complete_api_prompt(path, object_info):
                 assert isinstance(value, int)
             if kind == "BOOLEAN":
                 assert isinstance(value, bool)
+    streamed = [k for k, v in prompt.items() if v["class_type"] == "SadTalkerRenderVideo"]
+    if streamed:   # the streamed VIDEO goes straight into Save Video (its audio is muxed already)
+        save = [n for n in prompt.values() if n["class_type"] == "SaveVideo"][0]
+        assert save["inputs"]["video"] == [streamed[0], 0]
+        return
     renders = [k for k, v in prompt.items() if v["class_type"] == "SadTalkerRender"]
     create = [n for n in prompt.values() if n["class_type"] == "CreateVideo"][0]
     render_id = renders[-1]   # the last render (two people: the second face on the first one's frames)
