@@ -149,28 +149,38 @@ globalThis.window = { devicePixelRatio: 1 };
 globalThis.requestAnimationFrame = () => 0;
 globalThis.document = { createElement: (tag) => ({ tag, style: {}, clientWidth: 0, clientHeight: 0 }) };
 
-function makeNode(id, type, widgets) {
-  return {
+const [ext] = app.extensions;
+const classes = {};
+async function nodeClass(type) {   // what ComfyUI does per node type: a class, then beforeRegisterNodeDef
+  if (!classes[type]) {
+    classes[type] = class { onNodeCreated() { this.createdBefore = true; } };
+    await ext.beforeRegisterNodeDef(classes[type], { name: type });
+  }
+  return classes[type];
+}
+async function makeNode(id, type, widgets) {   // LiteGraph.createNode: construct, then onNodeCreated
+  const Node = await nodeClass(type);
+  const node = Object.assign(new Node(), {
     id, type, size: [330, 100], widgets: widgets.map((name) => ({ name, value: name === "control_after_generate" ? "randomize" : 0 })),
     addDOMWidget(name, kind, element) { return { name, element }; },
     computeSize() { return [300, 400]; },
     setSize(size) { this.size = size; },
-  };
+  });
+  node.onNodeCreated();
+  return node;
 }
 const out = {};
-const [ext] = app.extensions;
 
 // item 4: fresh nodes default their seed control to "fixed"; the loader is wide enough for its label
-const coeffs = makeNode(5, "SadTalkerAudioToCoefficients", ["pose_style", "seed", "control_after_generate", "blink"]);
-const simple = makeNode(9, "SadTalkerSimple", ["seed", "control_after_generate"]);
-const loader = makeNode(1, "SadTalkerModelLoader", ["checkpoint", "precision"]);
-const other = makeNode(7, "KSampler", ["seed", "control_after_generate"]);
-for (const n of [coeffs, simple, loader, other]) ext.nodeCreated(n);
-out.controls = [coeffs, simple, other].map((n) => n.widgets.find((w) => w.name === "control_after_generate").value);
+const coeffs = await makeNode(5, "SadTalkerAudioToCoefficients", ["pose_style", "seed", "control_after_generate", "blink"]);
+const simple = await makeNode(9, "SadTalkerSimple", ["seed", "control_after_generate"]);
+const loader = await makeNode(1, "SadTalkerModelLoader", ["checkpoint", "precision"]);
+out.controls = [coeffs, simple].map((n) => n.widgets.find((w) => w.name === "control_after_generate").value);
+out.chained = coeffs.createdBefore === true;   // the node's own onNodeCreated still runs
 out.loaderWidth = loader.size[0];
 
 // item 2: after a reload the newest outputs of this workflow come back from /history
-const render = makeNode(6, "SadTalkerRender", []);
+const render = await makeNode(6, "SadTalkerRender", []);
 app.graph = { id: "wf-1", nodes: [coeffs, render, loader] };
 const run = (number, workflow, outputs, types) => ({
   prompt: [number, "p" + number, Object.fromEntries(Object.entries(types).map(([k, v]) => [k, { class_type: v }])),
@@ -212,7 +222,7 @@ def test_web_extension_defaults_and_restores_outputs_after_reload(tmp_path):
     proc = subprocess.run([node, str(tmp_path / "driver.js")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["controls"] == ["fixed", "fixed", "randomize"]   # only our nodes
+    assert out["controls"] == ["fixed", "fixed"] and out["chained"]
     assert out["loaderWidth"] >= 420
     assert out["asked"] and out["asked"][0].startswith("/history")
     assert out["curveFrames"] == 2                               # the newest run of this workflow

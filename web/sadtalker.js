@@ -269,16 +269,20 @@ app.registerExtension({
       showOutput(this, message);
       return result;
     };
-  },
-  // runs for a fresh node before a saved workflow's values are applied, so saved values still win
-  nodeCreated(node) {
-    if (!node?.type?.startsWith?.("SadTalker")) return;
-    for (const widget of node.widgets || []) {
-      if (widget.name === "control_after_generate") widget.value = "fixed";
-    }
-    if (node.type === "SadTalkerModelLoader" && node.size && node.size[0] < LOADER_MIN_WIDTH) {
-      node.setSize?.([LOADER_MIN_WIDTH, node.size[1]]);
-    }
+    // LiteGraph calls onNodeCreated synchronously right after building the node and before a saved
+    // workflow's values are applied (configure), so these are defaults only: saved values still win.
+    // (The extensions' nodeCreated hook runs asynchronously, after configure, so it cannot be used.)
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const result = onNodeCreated?.apply(this, arguments);
+      for (const widget of this.widgets || []) {
+        if (widget.name === "control_after_generate") widget.value = "fixed";
+      }
+      if (nodeData.name === "SadTalkerModelLoader" && this.size && this.size[0] < LOADER_MIN_WIDTH) {
+        this.setSize?.([LOADER_MIN_WIDTH, this.size[1]]);
+      }
+      return result;
+    };
   },
   async afterConfigureGraph() {
     await restoreFromHistory(app.graph);
