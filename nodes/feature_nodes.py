@@ -17,6 +17,7 @@ class SadTalkerIdleCoefficients:
     RETURN_TYPES = (COEFFS,)
     RETURN_NAMES = ("coefficients",)
     FUNCTION = "make"
+    OUTPUT_NODE = True  # shows curves (see Audio to Coefficients)
 
     @classmethod
     def INPUT_TYPES(cls):

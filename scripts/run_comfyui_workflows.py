@@ -127,6 +127,9 @@ def prepare_inputs(ffmpeg: str, media: Path, input_dir: Path, seconds: float, re
     input_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(media / "art_0.png", input_dir / "portrait.png")
     shutil.copy(media / "full_body_1.png", input_dir / "full_body.png")
+    (input_dir / "pictures").mkdir(exist_ok=True)   # a list of pictures: one video each
+    shutil.copy(media / "art_0.png", input_dir / "pictures" / "a.png")
+    shutil.copy(media / "full3.png", input_dir / "pictures" / "b.png")
     speech = media / "speech_en_16k_3s.wav"
     source = ["-i", str(speech)] if speech.is_file() else ["-f", "lavfi", "-i", "sine=frequency=220:sample_rate=16000"]
     ffmpeg_run(ffmpeg, *source, "-t", f"{seconds:.3f}", "-ac", "1", "-c:a", "pcm_s16le", str(input_dir / "speech.wav"),
@@ -303,9 +306,20 @@ def expected_ui(prompt: dict) -> dict[str, str]:
     ui = {}
     if "SadTalkerRender" in kinds:
         ui["sadtalker_video"] = "the Render node's preview"
-    if kinds & {"SadTalkerAudioToCoefficients", "SadTalkerReferenceToCoefficients"}:
+    if kinds & {"SadTalkerAudioToCoefficients", "SadTalkerReferenceToCoefficients", "SadTalkerIdleCoefficients"}:
         ui["sadtalker_curves"] = "the coefficient curves"
     return ui
+
+
+def picture_list_case(base: dict, frames: int) -> Case:
+    """The base example fed a list of two pictures (core Load Image Dataset from Folder): ComfyUI runs
+    the chain once per picture, so two videos are saved; the model loader runs once."""
+    prompt = copy.deepcopy(base)
+    for key in nodes_of(prompt, "LoadImage"):
+        prompt[key] = {"class_type": "LoadImageDataSetFromFolder", "inputs": {"folder": "pictures"}}
+    set_inputs(prompt, "SaveVideo", filename_prefix="video/list")
+    return Case("list of 2 pictures (Load Image Dataset from Folder) -> one video each", prompt, frames, videos=2,
+                ui=expected_ui(prompt))
 
 
 def odd_picture_case(base: dict, frames: int, mode: str, size: tuple[int, int]) -> Case:
@@ -376,8 +390,11 @@ def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool
     if not plain:
         raise SetupError("no example workflow has the plain Load Image -> Face Crop -> Render -> Create Video -> "
                          "Save Video chain the odd-size cases are built from")
+    plain.sort(key=lambda p: not nodes_of(p, "LoadAudio"))   # a speech-driven example first (stable)
     cases.append(odd_picture_case(plain[0], frames, "full", ODD_FULL))
     cases.append(odd_picture_case(plain[0], frames, "crop", ODD_CROP))
+    if "LoadImageDataSetFromFolder" in object_info:
+        cases.append(picture_list_case(plain[0], frames))
     reference = [p for p in prompts.values() if nodes_of(p, "SadTalkerReferenceToCoefficients")
                  and nodes_of(p, "GetVideoComponents") and nodes_of(p, "CreateVideo")]
     if vhs and reference:
