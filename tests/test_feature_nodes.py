@@ -42,6 +42,7 @@ def test_face_node_selects_by_index_and_mask_and_draws_the_faces(nodes, model):
     mask[0, 300:480, 120:400] = 1.0                                          # over the left face
     face, _, faces = node.prepare(model, picture, "crop", "256", "dlib", 1, mask)
     assert face.data.face_index == 0
+    assert node.prepare(model, picture, "crop", "256", "dlib", 1, mask[0])[0].data.face_index == 0   # [H, W] too
     with pytest.raises(ValueError, match=r"Face index 5 is out of range: 2 face\(s\) were found"):
         node.prepare(model, picture, "crop", "256", "dlib", 5)
 
