@@ -222,7 +222,7 @@ class SadTalkerFaceCrop:
         models = handle.ensure_loaded()
         face = _pipeline().prepare_face(models, picture, preprocess, int(size), landmark_backend,
                                         face_index=int(face_index),
-                                        mask=None if mask is None or mask.ndim == 2 else mask[0])
+                                        mask=None if mask is None else mask if mask.ndim == 2 else mask[0])
         crop = _to_image_tensor(face.crop[None])
         faces = _to_image_tensor(draw_faces(face.original, face.data.faces, face.data.face_index)[None])
         return (face, crop, faces)
