@@ -555,7 +555,8 @@ def prepare_base(args, base: Path, ffmpeg: str) -> None:
     prepare_inputs(ffmpeg, media_dir(args.pack), base / "input", args.seconds, args.ref_seconds)
 
 
-def run_all(args, base: Path) -> dict[str, list[str]]:
+def run_all(args, base: Path) -> tuple[dict[str, list[str]], int]:
+    """Set up, start ComfyUI, run every case; returns the failures (case -> problems) and the case count."""
     comfyui = args.comfyui.resolve()
     if not (comfyui / "main.py").is_file():
         raise SetupError(f"{comfyui} has no main.py; give the ComfyUI folder as the first argument")
@@ -592,11 +593,9 @@ def run_all(args, base: Path) -> dict[str, list[str]]:
                 log.info("server: %s", line)
         if failures:
             log.info("server log tail:\n%s", server.log_tail(80))
-        log.info("%d cases run", len(cases))
-        args.case_count = len(cases)
     finally:
         server.stop()
-    return failures
+    return failures, len(cases)
 
 
 def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
@@ -625,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     args.pack = args.pack.resolve()
     base = Path(tempfile.mkdtemp(prefix="sadtalker_comfyui_"))
     try:
-        failures = run_all(args, base)
+        failures, count = run_all(args, base)
     except SetupError as err:
         log.error("%s", err)
         return 2
@@ -640,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         log.error("failed: %s", "; ".join(failures))
         return 1
-    log.info("all %d cases passed", args.case_count)
+    log.info("all %d cases passed", count)
     return 0
 
 

@@ -9,7 +9,8 @@ headless Chromium with Playwright (``pip install playwright`` into the Python ru
 uses the system Chromium, nothing is downloaded). For each example workflow it opens the file
 in the page, presses Run, waits for the queue to empty and saves ``<name>.png``; then reloads the
 page (ComfyUI restores the open workflow), presses Run again (served from ComfyUI's cache) and
-saves ``<name>_reloaded.png``: the previews and curves must be back. PNGs are reduced to a
+saves ``<name>_reloaded.png``: the previews and curves must be back. First it saves
+``templates.png``, the template browser opened at this pack's examples. PNGs are reduced to a
 palette so each stays small.
 
 Without Playwright or Chromium it says so and exits 0 (skipped).
@@ -80,6 +81,24 @@ def save(page, path: Path) -> None:
     log.info("saved %s (%d KB)", path, path.stat().st_size // 1024)
 
 
+def shoot_templates(page, server: runner.Server, target: Path) -> bool:
+    """The template browser opened at this pack's examples (their thumbnails); False if it could not."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    page.goto(server.url)
+    wait_app(page)
+    try:
+        page.locator(".side-bar-button", has_text="Templates").first.click(timeout=10_000)
+        page.get_by_text(runner.PACK_DIR_NAME, exact=True).first.click(timeout=10_000)
+        page.wait_for_timeout(3000)
+    except PlaywrightError as err:
+        log.warning("could not open the template browser at %s: %s", runner.PACK_DIR_NAME, err)
+        return False
+    save(page, target)
+    page.keyboard.press("Escape")
+    return True
+
+
 def shoot(args, base: Path, playwright) -> list[Path]:
     ffmpeg = runner.run_python(args.python, args.pack, runner.FIND_FFMPEG, what="find ffmpeg (imageio-ffmpeg)").strip()
     runner.prepare_base(args, base, ffmpeg)
@@ -93,6 +112,8 @@ def shoot(args, base: Path, playwright) -> list[Path]:
         try:
             page = browser.new_page(viewport=VIEWPORT)
             page.on("pageerror", lambda err: log.warning("page error: %s", err))
+            if shoot_templates(page, server, args.out / "templates.png"):
+                saved.append(args.out / "templates.png")
             for path in args.workflows or runner.find_workflows(args.pack):
                 log.info("workflow %s", path.name)
                 page.goto(server.url)
