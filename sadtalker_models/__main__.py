@@ -22,16 +22,14 @@ import sys
 import threading
 from pathlib import Path
 
+from .options import LANDMARK_BACKENDS, MAX_POSE_STYLE, PRECISIONS, PREPROCESS_MODES
+
 logger = logging.getLogger("sadtalker_models")
 
 DEFAULT_MODELS_DIR = os.environ.get("SADTALKER_MODELS_DIR", os.path.join("models", "sadtalker"))
 SUBCOMMANDS = ("run", "download")
 
 
-# the same choices as sadtalker_models.pipeline (kept here so `download` and `--help` never import torch)
-PREPROCESS_MODES = ("crop", "extcrop", "resize", "full", "extfull")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-LANDMARK_BACKENDS = ("auto", "dlib", "face_alignment")
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -265,8 +263,10 @@ def check_run_args(args: argparse.Namespace) -> Path:
     from sadtalker_models import pipeline
 
     out = Path(args.out)
-    if not 0 <= args.pose_style <= pipeline.MAX_POSE_STYLE:
-        raise ValueError(f"--pose-style must be between 0 and {pipeline.MAX_POSE_STYLE}, got {args.pose_style}.")
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"The output must be an .mp4 file, got {out}.")
+    if not 0 <= args.pose_style <= MAX_POSE_STYLE:
+        raise ValueError(f"--pose-style must be between 0 and {MAX_POSE_STYLE}, got {args.pose_style}.")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}.")
     if not math.isfinite(args.expression_scale):
@@ -322,7 +322,7 @@ def _render(args: argparse.Namespace, check_stop) -> int:
     from sadtalker_models.render_video import render_to_mp4
     from sadtalker_models.video import load_audio, read_image, read_video
 
-    out = Path(args.out)
+    out = Path(args.out)  # checked by check_run_args
     image = read_image(args.image)
     mask = read_image(args.face_mask)[..., 0] > 127 if args.face_mask else None
     if args.audio:

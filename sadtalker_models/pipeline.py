@@ -29,16 +29,12 @@ import numpy as np
 import torch
 
 from .model_cache import MODEL_CACHE, ModelCache, make_key
-from .precision import PRECISIONS, resolve_dtype  # noqa: F401  (re-exported for the nodes and the CLI)
+from .options import (FPS, LANDMARK_BACKENDS, MAX_POSE_STYLE, PREPROCESS_MODES, SIZES, check_choice,
+                      is_full_frame)
+from .precision import resolve_dtype
 
 logger = logging.getLogger(__name__)
 
-FPS = 25.0
-PREPROCESS_MODES = ("crop", "extcrop", "resize", "full", "extfull")
-PASTE_MODES = ("full", "extfull")
-SIZES = (256, 512)
-LANDMARK_BACKENDS = ("auto", "dlib", "face_alignment")
-MAX_POSE_STYLE = 45
 
 ProgressFn = Callable[[int, int], None]
 
@@ -103,7 +99,7 @@ class SadTalker(torch.nn.ModuleDict):
 class SadTalkerModels:
     """The five networks of one checkpoint plus the two mapping nets (loaded on first use).
 
-    Attributes ``device`` and ``dtype`` say where the renderer runs. :meth:`modules` gives every
+    Attributes ``device`` and ``dtype`` say where the renderer runs. ``container`` holds every
     loaded network in one ``nn.ModuleDict`` (what ComfyUI's ModelPatcher moves on and off the GPU).
     """
 
@@ -120,7 +116,6 @@ class SadTalkerModels:
         })
         self._lock = threading.Lock()
         self._fused = False
-        self.on_change: Callable[[], None] | None = None   # called after a mapping net was added
 
     def __repr__(self) -> str:
         return f"SadTalkerModels({self.checkpoint.name}, device={self.device}, dtype={self.dtype})"
@@ -130,14 +125,12 @@ class SadTalkerModels:
         from .checkpoints import load_mapping, mapping_file_for
 
         name = mapping_file_for(preprocess)
-        key = "mapping_full" if "full" in preprocess else "mapping"
+        key = "mapping_full" if is_full_frame(preprocess) else "mapping"
         with self._lock:
             if key not in self.container:
                 logger.info("Loading %s", name)
                 net = load_mapping(self.mapping_dir / name, device="cpu", dtype=torch.float32)
                 self.container[key] = net.to(device=self.device)  # float32: see the module docstring
-                if self.on_change is not None:
-                    self.on_change()
             return self.container[key]
 
     def renderer(self, preprocess: str):
@@ -150,9 +143,6 @@ class SadTalkerModels:
             renderer.optimize(fuse=True)
             self._fused = True
         return renderer
-
-    def modules(self) -> torch.nn.ModuleDict:
-        return self.container
 
     def current_device(self) -> torch.device:
         """Where the weights are now (ComfyUI may have moved them)."""
@@ -220,13 +210,7 @@ class SourceFace:
 
     @property
     def paste_back_possible(self) -> bool:
-        return self.preprocess in PASTE_MODES
-
-
-def check_choice(value: str, choices: Sequence[str], what: str) -> str:
-    if value not in choices:
-        raise ValueError(f"Unknown {what} {value!r}; use one of {', '.join(map(str, choices))}.")
-    return value
+        return is_full_frame(self.preprocess)
 
 
 def prepare_face(models: SadTalkerModels, image: Any, preprocess: str = "crop", size: int | None = None,
@@ -295,7 +279,7 @@ class Coefficients:
     """Per-frame motion coefficients at 25 fps, plus what rendering needs to know about them."""
 
     coeffs: torch.Tensor                 # (T, 70) float32 CPU: expression 64 | angles 3 | translation 3
-    fps: float = FPS
+    fps: float = float(FPS)
     still: bool = False
     audio: dict | None = None            # {"waveform": (1, C, n) float32, "sample_rate": int}
     blink: torch.Tensor | None = None    # (T,) blink ratio used (None for reference-driven)
@@ -426,7 +410,7 @@ def idle_coefficients(models: SadTalkerModels, face: SourceFace, seconds: float,
         raise ValueError(f"The idle length must be at least one frame (0.04 s); got {seconds!r} seconds.")
     frames = int(round(seconds * FPS))
     rate = 16000
-    silence = np.zeros((1, frames * rate // int(FPS)), dtype=np.float32)
+    silence = np.zeros((1, frames * rate // FPS), dtype=np.float32)
     coeffs = audio_to_coefficients(models, face, silence, rate, pose_style=pose_style, seed=seed, blink=blink,
                                    still=still, head_motion_scale=head_motion_scale,
                                    blinks_per_minute=blinks_per_minute)

@@ -31,6 +31,8 @@ from typing import Any, Iterator, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from ..options import LANDMARK_BACKENDS, check_choice
+
 logger = logging.getLogger(__name__)
 
 #: Longer side (pixels) of the copy that face detection runs on.
@@ -40,7 +42,6 @@ MIN_FACE_SIZE = 40
 #: Smallest accepted image side in pixels.
 MIN_IMAGE_SIDE = 16
 
-BACKENDS = ("auto", "dlib", "face_alignment")
 
 # File names and URLs used by the face-alignment package. The installed package's own URL table
 # is preferred (versions < 1.5 use a TorchScript ``.zip`` FAN, 1.5 a ``.pth.tar`` state dict).
@@ -473,8 +474,7 @@ def make_landmark_detector(
     The returned object's ``.name`` says which backend is used ('dlib' or 'face_alignment').
     """
     key = str(backend).strip().lower().replace("-", "_")
-    if key not in BACKENDS:
-        raise ValueError(f"Unknown landmark backend {backend!r}; use one of {', '.join(BACKENDS)}.")
+    check_choice(key, LANDMARK_BACKENDS, "landmark backend")
     why = ""
     if key == "auto":
         has_pkg = importlib.util.find_spec("face_alignment") is not None
