@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 
+from ..sadtalker_models.options import LANDMARK_BACKENDS
+from .comfy_glue import FACE_RESTORE_FOLDER
+
 logger = logging.getLogger(__name__)
 
 FACE_RESTORER_TYPE = "SADTALKER_FACE_RESTORER"
-FACE_RESTORE_FOLDER = "facerestore_models"
 PRECISIONS = ("fp32", "bf16", "fp16")
-LANDMARK_BACKENDS = ("auto", "dlib", "face_alignment")
 
 
 def _library():

@@ -5,6 +5,7 @@ Types are the ones of :mod:`.sadtalker_nodes`; this module only adds nodes.
 
 from __future__ import annotations
 
+from ..sadtalker_models import options
 from . import comfy_glue
 from .sadtalker_nodes import CATEGORY, COEFFS, FACE, MAX_SEED, MODEL, MOTION_INPUTS, _face, _model_handle, _pipeline
 
@@ -27,7 +28,7 @@ class SadTalkerIdleCoefficients:
                 "face": (FACE,),
                 "seconds": ("FLOAT", {"default": 5.0, "min": 0.04, "max": 600.0, "step": 0.5,
                                       "tooltip": "Length of the idle clip (25 frames a second)."}),
-                "pose_style": ("INT", {"default": 0, "min": 0, "max": 45, "step": 1,
+                "pose_style": ("INT", {"default": 0, "min": 0, "max": options.MAX_POSE_STYLE, "step": 1,
                                        "tooltip": "One of SadTalker's 46 head-motion styles."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": "Seed for the head motion and the blink timing."}),

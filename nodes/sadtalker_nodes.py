@@ -18,6 +18,7 @@ import logging
 import os
 from typing import Any
 
+from ..sadtalker_models import options
 from . import comfy_glue
 
 logger = logging.getLogger(__name__)
@@ -28,10 +29,11 @@ FACE = "SADTALKER_FACE"
 COEFFS = "SADTALKER_COEFFS"
 REFERENCE = "SADTALKER_REFERENCE"
 
-PREPROCESS_MODES = ["crop", "extcrop", "resize", "full", "extfull"]
-SIZES = ["256", "512"]
-PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
-LANDMARK_BACKENDS = ["auto", "dlib", "face_alignment"]
+# ComfyUI's combo widgets are lists (of strings, for the sizes)
+PREPROCESS_MODES = list(options.PREPROCESS_MODES)
+SIZES = [str(size) for size in options.SIZES]
+PRECISIONS = list(options.PRECISIONS)
+LANDMARK_BACKENDS = list(options.LANDMARK_BACKENDS)
 MAX_SEED = 0xFFFF_FFFF_FFFF_FFFF
 
 # head-motion scale and blink rate: on Audio to Coefficients and the Idle Coefficients node
@@ -249,7 +251,7 @@ class SadTalkerAudioToCoefficients:
                 "model": (MODEL,),
                 "face": (FACE,),
                 "audio": ("AUDIO", {"tooltip": AUDIO_TOOLTIP}),
-                "pose_style": ("INT", {"default": 0, "min": 0, "max": 45, "step": 1, "tooltip": POSE_STYLE_TOOLTIP}),
+                "pose_style": ("INT", {"default": 0, "min": 0, "max": options.MAX_POSE_STYLE, "step": 1, "tooltip": POSE_STYLE_TOOLTIP}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                                  "tooltip": SEED_TOOLTIP}),
                 "blink": ("BOOLEAN", {"default": True, "tooltip": "Add random eye blinks."}),
@@ -646,7 +648,7 @@ def load_coefficients(path: str):
         info = json.loads(meta.get("info", "{}"))
     except json.JSONDecodeError:
         info = {}
-    return pipeline.Coefficients(coeffs=coeffs, fps=float(meta.get("fps", 25.0)), still=meta.get("still") == "True",
+    return pipeline.Coefficients(coeffs=coeffs, fps=float(meta.get("fps", options.FPS)), still=meta.get("still") == "True",
                                  audio=audio, blink=tensors.get("blink"), source=meta.get("source", "file"),
                                  info=info, source_pose=tensors.get("source_pose"))
 
@@ -672,7 +674,7 @@ class SadTalkerSimple:
             "audio": ("AUDIO", {"tooltip": AUDIO_TOOLTIP}),
             "preprocess": (PREPROCESS_MODES, {"default": "crop", "tooltip": PREPROCESS_TOOLTIP}),
             "still": ("BOOLEAN", {"default": False, "tooltip": "Keep the source head pose."}),
-            "pose_style": ("INT", {"default": 0, "min": 0, "max": 45, "tooltip": POSE_STYLE_TOOLTIP}),
+            "pose_style": ("INT", {"default": 0, "min": 0, "max": options.MAX_POSE_STYLE, "tooltip": POSE_STYLE_TOOLTIP}),
             "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                              "tooltip": SEED_TOOLTIP}),
             "expression_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,

@@ -14,12 +14,11 @@ import os
 import uuid
 
 from . import comfy_glue
-from .sadtalker_nodes import CATEGORY, COEFFS, FACE, MODEL, _coeffs, _face, _model_handle
+from .sadtalker_nodes import CATEGORY, COEFFS, FACE, LANDMARK_BACKENDS, MODEL, _coeffs, _face, _model_handle
 
 logger = logging.getLogger(__name__)
 
 FACE_RESTORER = "SADTALKER_FACE_RESTORER"   # what SadTalker Face Restore Model Loader outputs
-LANDMARK_BACKENDS = ["auto", "dlib", "face_alignment"]
 SUBFOLDER = "sadtalker"
 
 

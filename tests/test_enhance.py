@@ -432,11 +432,13 @@ def test_wrong_checkpoints_are_refused(tmp_path):
 
 
 def test_node_module_is_light_and_maps_two_nodes():
-    """Importing the node file must not pull in torch models or spandrel."""
+    """Importing the node file (inside the pack, as ComfyUI imports it) must not pull in torch or spandrel."""
     script = (
-        "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('enhance_nodes', {str(REPO / 'nodes' / 'enhance_nodes.py')!r})\n"
-        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "import importlib, sys, types\n"
+        "for name, path in (('pack', ''), ('pack.nodes', 'nodes')):\n"
+        "    package = types.ModuleType(name); sys.modules[name] = package\n"
+        f"    package.__path__ = [{str(REPO)!r} + '/' + path]\n"
+        "m = importlib.import_module('pack.nodes.enhance_nodes')\n"
         "assert 'spandrel' not in sys.modules and 'torch' not in sys.modules, 'heavy import'\n"
         "assert set(m.NODE_CLASS_MAPPINGS) == set(m.NODE_DISPLAY_NAME_MAPPINGS) == "
         "{'SadTalkerFaceRestoreModelLoader', 'SadTalkerFaceEnhance'}\n"
