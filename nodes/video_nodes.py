@@ -41,6 +41,7 @@ class SadTalkerRenderVideo:
     RETURN_TYPES = ("VIDEO",)
     RETURN_NAMES = ("video",)
     FUNCTION = "render"
+    OUTPUT_NODE = True  # its preview is an output: ComfyUI re-sends it when a re-run is served from cache
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -249,14 +249,29 @@ class FaceRenderer:
             if seq is not None and seq.reshape(-1).shape[0] != total:
                 raise ValueError(f"the {name} sequence has {seq.numel()} values for {total} frames")
         kp_driving = self.driving_keypoints(state, target, **cams)  # (T, 15, 3): tiny
+        # CUDA -> CPU: copy each batch into pinned memory without blocking and hand out the previous
+        # batch while the GPU renders this one (one batch of look-ahead), so the GPU never waits
+        overlap = out_device is not None and torch.device(out_device).type == "cpu" and self.device.type == "cuda"
+        pending = None
         for start in range(0, total, batch_size):
             end = min(start + batch_size, total)
             frames = self.render_keypoints(state, kp_driving[start:end])
+            if overlap:
+                host = torch.empty(frames.shape, dtype=frames.dtype, pin_memory=True)
+                host.copy_(frames, non_blocking=True)
+                copied = torch.cuda.Event()
+                copied.record()
+                if pending is not None:
+                    yield _finished(pending, progress, total)
+                pending = (host, copied, end)
+                continue
             if out_device is not None:
                 frames = frames.to(out_device)
             if progress is not None:
                 progress(end, total)
             yield frames
+        if pending is not None:
+            yield _finished(pending, progress, total)
 
     def render(self, state: SourceState, inputs: RenderInputsLike | torch.Tensor, batch_size: int = 2,
                progress: ProgressCallback | None = None,
@@ -285,6 +300,16 @@ class FaceRenderer:
     def _mapping(self, semantics: torch.Tensor) -> dict[str, torch.Tensor]:
         weight = self.mapping.fc_t.weight
         return self.mapping(semantics.to(weight.device, weight.dtype))
+
+
+def _finished(pending: tuple[torch.Tensor, "torch.cuda.Event", int], progress: ProgressCallback | None,
+              total: int) -> torch.Tensor:
+    """Wait for a batch's non-blocking copy to the host, report progress, return the host batch."""
+    host, copied, end = pending
+    copied.synchronize()
+    if progress is not None:
+        progress(end, total)
+    return host
 
 
 def _unpack_inputs(inputs: RenderInputsLike | torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor | None]]:

@@ -306,6 +306,8 @@ def expected_ui(prompt: dict) -> dict[str, str]:
     ui = {}
     if "SadTalkerRender" in kinds:
         ui["sadtalker_video"] = "the Render node's preview"
+    if "SadTalkerRenderVideo" in kinds:
+        ui["sadtalker_video"] = "the Render to Video node's preview"
     if kinds & {"SadTalkerAudioToCoefficients", "SadTalkerReferenceToCoefficients", "SadTalkerIdleCoefficients"}:
         ui["sadtalker_curves"] = "the coefficient curves"
     return ui
