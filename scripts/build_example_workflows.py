@@ -250,14 +250,15 @@ def link_talking_head(wf: Workflow, model: int, image: int, audio: int, face: in
 RENDER_WIDGETS = {"expression_scale": 1.0, "batch_size": 2, "paste_back": True, "yaw": "", "pitch": "", "roll": ""}
 
 
-def talking_head(wf: Workflow, picture: str, preprocess: str, still: bool) -> tuple[int, ...]:
+def talking_head(wf: Workflow, picture: str, preprocess: str, still: bool, render_type: str = "SadTalkerRender",
+                 render_widgets: dict = RENDER_WIDGETS) -> tuple[int, ...]:
     """The nodes every example has: loader, picture, speech, face, coefficients, render (ids in that order)."""
     model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
     image = wf.add("LoadImage", {"image": picture})
     audio = wf.add("LoadAudio", {"audio": "speech.wav"})
     face = wf.add("SadTalkerFaceCrop", {"preprocess": preprocess, "size": "256", "landmark_backend": "auto"})
     coeffs = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": still})
-    render = wf.add("SadTalkerRender", RENDER_WIDGETS)
+    render = wf.add(render_type, render_widgets)
     link_talking_head(wf, model, image, audio, face, coeffs, render)
     return model, image, audio, face, coeffs, render
 
@@ -397,14 +398,9 @@ def long_speech_to_video() -> Workflow:
                   "batch while they render, so memory stays flat however long the speech is; its VIDEO goes "
                   "straight into Save Video. Connect a Face Restore Model Loader to its face_restorer input to "
                   "enhance every batch as it renders.")
-    model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
-    image = wf.add("LoadImage", {"image": "portrait.png"})
-    audio = wf.add("LoadAudio", {"audio": "speech.wav"})
-    face = wf.add("SadTalkerFaceCrop", {"preprocess": "crop", "size": "256", "landmark_backend": "auto"})
-    coeffs = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": False})
-    render = wf.add("SadTalkerRenderVideo", {**RENDER_WIDGETS, "enhance_strength": 1.0, "enhance_upscale_2x": False,
-                                             "landmark_backend": "auto"})
-    link_talking_head(wf, model, image, audio, face, coeffs, render)
+    model, image, audio, face, coeffs, render = talking_head(
+        wf, "portrait.png", "crop", still=False, render_type="SadTalkerRenderVideo",
+        render_widgets={**RENDER_WIDGETS, "enhance_strength": 1.0, "enhance_upscale_2x": False, "landmark_backend": "auto"})
     save = wf.add("SaveVideo", {"filename_prefix": "video/sadtalker_long", "format": "mp4", "codec": "h264"})
     wf.link(render, 0, save, "video")
     x = wf.column(0, [model, image, audio])
