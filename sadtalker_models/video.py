@@ -328,17 +328,22 @@ def fit_audio(audio: np.ndarray, sample_rate: int, num_frames: int, fps: float =
     return np.pad(audio, ((0, 0), (0, want - audio.shape[1])))
 
 
+WAV_BLOCK = 1 << 18   # samples per channel converted at once by write_wav
+
+
 def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
-    """16-bit PCM wav of float ``(channels, n)`` audio in [-1, 1]."""
+    """16-bit PCM wav of float ``(channels, n)`` audio in [-1, 1], converted a block at a time (no
+    full-length temporary copies, so muxing minutes of speech costs no more memory than seconds)."""
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim == 1:
         audio = audio[None]
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
     with wave.open(str(path), "wb") as out:
-        out.setnchannels(pcm.shape[0])
+        out.setnchannels(audio.shape[0])
         out.setsampwidth(2)
         out.setframerate(int(sample_rate))
-        out.writeframes(pcm.T.tobytes())
+        for start in range(0, audio.shape[1], WAV_BLOCK):
+            pcm = (np.clip(audio[:, start:start + WAV_BLOCK], -1.0, 1.0) * 32767.0).round().astype("<i2")
+            out.writeframes(pcm.T.tobytes())
 
 
 class Mp4Writer:

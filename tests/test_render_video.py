@@ -167,3 +167,19 @@ def test_preview_size_caps_the_long_side_and_keeps_sides_even():
     assert render_video.preview_size(256, 256) == (256, 256)
     w, h = render_video.preview_size(1001, 333)
     assert w <= 512 and w % 2 == 0 and h % 2 == 0
+
+
+def test_wav_is_converted_in_blocks_with_the_same_samples(tmp_path):
+    """The muxed audio is converted a block at a time (flat memory for long speech), sample for sample
+    the same 16-bit PCM as one whole-clip conversion, across block boundaries."""
+    import wave
+
+    from sadtalker_models.video import WAV_BLOCK, write_wav
+
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal((2, 2 * WAV_BLOCK + 5)) * 0.6).astype(np.float32)   # some samples clip
+    write_wav(tmp_path / "a.wav", audio, 48000)
+    with wave.open(str(tmp_path / "a.wav")) as fh:
+        assert (fh.getnchannels(), fh.getframerate(), fh.getnframes()) == (2, 48000, audio.shape[1])
+        data = fh.readframes(fh.getnframes())
+    assert data == (np.clip(audio, -1.0, 1.0) * 32767.0).round().astype("<i2").T.tobytes()
