@@ -13,7 +13,6 @@ instant and a missing optional dependency only breaks the node that needs it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
@@ -498,6 +497,8 @@ class SadTalkerSaveCoefficients:
     def save(self, coefficients, filename_prefix: str = "sadtalker/coeffs"):
         import folder_paths
 
+        from ..sadtalker_models.coefficient_files import save_coefficients
+
         coeffs = _coeffs(coefficients)
         out_dir = folder_paths.get_output_directory()
         folder, base, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir)
@@ -534,6 +535,8 @@ class SadTalkerLoadCoefficients:
         return os.path.getmtime(path) if path and os.path.isfile(path) else float("nan")
 
     def load(self, file: str):
+        from ..sadtalker_models.coefficient_files import load_coefficients
+
         path = _coefficient_path(file)
         if not path or not os.path.isfile(path):
             raise ValueError(f"Coefficient file {file!r} was not found in ComfyUI's output or input folder; run "
@@ -564,24 +567,12 @@ def _coefficient_path(name: str) -> str | None:
     return path
 
 
-def _is_coefficient_file(path: str) -> bool:
-    """Whether a .safetensors file's header says it was written by :func:`save_coefficients` (reads the
-    header only, not the tensors)."""
-    try:
-        with open(path, "rb") as handle:
-            size = int.from_bytes(handle.read(8), "little")
-            if not 0 < size < (1 << 20):
-                return False
-            header = json.loads(handle.read(size))
-    except (OSError, ValueError):
-        return False
-    return isinstance(header, dict) and (header.get("__metadata__") or {}).get("format") == COEFF_FORMAT
-
-
 def _coefficient_files(limit: int = 500) -> list[str]:
     """Coefficient files Load can read: those in ComfyUI's output folder (where Save writes them, listed
     with ComfyUI's ' [output]' mark) and those in the input folder; each sorted by name."""
     import folder_paths
+
+    from ..sadtalker_models.coefficient_files import is_coefficient_file
 
     listed = []
     for base, mark in ((folder_paths.get_output_directory(), " [output]"), (folder_paths.get_input_directory(), "")):
@@ -590,67 +581,12 @@ def _coefficient_files(limit: int = 500) -> list[str]:
             dirs[:] = [d for d in dirs if not d.startswith(".")]
             for f in files:
                 path = os.path.join(root, f)
-                if f.endswith(".safetensors") and _is_coefficient_file(path):
+                if f.endswith(".safetensors") and is_coefficient_file(path):
                     found.append(os.path.relpath(path, base).replace(os.sep, "/") + mark)
             if len(found) > limit:
                 break
         listed += sorted(found)
     return listed
-
-
-COEFF_FORMAT = "sadtalker-coefficients/1"
-
-
-def save_coefficients(coeffs, path: str) -> None:
-    """Coefficients (+ blink, + audio) to a safetensors file with JSON metadata."""
-    from safetensors.torch import save_file
-
-    tensors = {"coeffs": coeffs.coeffs.detach().float().cpu().contiguous()}
-    if coeffs.blink is not None:
-        tensors["blink"] = coeffs.blink.detach().float().cpu().contiguous()
-    if coeffs.source_pose is not None:
-        tensors["source_pose"] = coeffs.source_pose.detach().float().cpu().reshape(3).contiguous()
-    meta = {"format": COEFF_FORMAT, "fps": str(coeffs.fps), "still": str(bool(coeffs.still)), "source": coeffs.source,
-            "info": json.dumps(coeffs.info, default=str)}
-    if coeffs.audio is not None:
-        tensors["audio"] = coeffs.audio["waveform"].detach().float().cpu().contiguous()
-        meta["sample_rate"] = str(int(coeffs.audio["sample_rate"]))
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".part"
-    save_file(tensors, tmp, metadata=meta)
-    os.replace(tmp, path)
-
-
-def load_coefficients(path: str):
-    """Read what :func:`save_coefficients` wrote; readable errors for other files."""
-    from safetensors import safe_open
-
-    pipeline = _pipeline()
-    try:
-        with safe_open(path, framework="pt") as handle:
-            meta = handle.metadata() or {}
-            keys = set(handle.keys())
-            if meta.get("format") != COEFF_FORMAT or "coeffs" not in keys:
-                raise ValueError(f"{os.path.basename(path)} is not a SadTalker coefficient file (saved by "
-                                 "'SadTalker Save Coefficients').")
-            tensors = {k: handle.get_tensor(k) for k in keys}
-    except ValueError:
-        raise
-    except Exception as err:  # noqa: BLE001 - safetensors raises several types for damaged files
-        raise ValueError(f"Could not read coefficient file {os.path.basename(path)}: {err}") from err
-    coeffs = tensors["coeffs"].float()
-    if coeffs.ndim != 2 or coeffs.shape[1] != 70 or coeffs.shape[0] < 1:
-        raise ValueError(f"{os.path.basename(path)} holds coefficients of shape {tuple(coeffs.shape)}; expected (T, 70).")
-    audio = None
-    if "audio" in tensors and "sample_rate" in meta:
-        audio = {"waveform": tensors["audio"].float(), "sample_rate": int(meta["sample_rate"])}
-    try:
-        info = json.loads(meta.get("info", "{}"))
-    except json.JSONDecodeError:
-        info = {}
-    return pipeline.Coefficients(coeffs=coeffs, fps=float(meta.get("fps", options.FPS)), still=meta.get("still") == "True",
-                                 audio=audio, blink=tensors.get("blink"), source=meta.get("source", "file"),
-                                 info=info, source_pose=tensors.get("source_pose"))
 
 
 # --------------------------------------------------------------------------- all in one

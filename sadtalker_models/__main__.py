@@ -38,6 +38,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     speech.add_argument("--audio", "-a", help="speech: any audio or video file ffmpeg reads")
     speech.add_argument("--idle", type=float, metavar="SECONDS",
                         help="no speech: this many seconds of idle motion (blinks, slight head motion, closed mouth)")
+    speech.add_argument("--coefficients", metavar="FILE",
+                        help="render a coefficient file saved with --save-coefficients (or ComfyUI's Save "
+                             "Coefficients) instead of speech; its audio, if any, becomes the sound track")
+    p.add_argument("--save-coefficients", metavar="FILE",
+                   help="also save the motion coefficients (and the speech) to this .safetensors file")
     p.add_argument("--out", "-o", default="sadtalker.mp4", help="output mp4 (default: %(default)s)")
     p.add_argument("--models-dir", default=DEFAULT_MODELS_DIR,
                    help="folder with SadTalker_V0.0.2_<size>.safetensors and the mapping files "
@@ -273,7 +278,9 @@ def check_run_args(args: argparse.Namespace) -> Path:
         raise ValueError(f"--expression-scale must be a finite number (1 = as predicted), got {args.expression_scale}.")
     for name in ("yaw", "pitch", "roll"):
         pipeline.parse_angles(getattr(args, name), name)
-    for flag in ("image", "audio", "checkpoint", "ref_video", "ref_pose", "ref_eyeblink", "enhancer"):
+    if args.coefficients and (args.ref_video or args.ref_pose or args.ref_eyeblink):
+        raise ValueError("--coefficients already hold the motion; leave out --ref-video/--ref-pose/--ref-eyeblink.")
+    for flag in ("image", "audio", "coefficients", "checkpoint", "ref_video", "ref_pose", "ref_eyeblink", "enhancer"):
         path = getattr(args, flag, None)
         if path and not Path(path).is_file():
             what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
@@ -319,13 +326,17 @@ def _render(args: argparse.Namespace, check_stop) -> int:
     from tqdm import tqdm
 
     from sadtalker_models import pipeline
+    from sadtalker_models.coefficient_files import load_coefficients, save_coefficients
     from sadtalker_models.render_video import render_to_mp4
     from sadtalker_models.video import load_audio, read_image, read_video
 
     out = Path(args.out)  # checked by check_run_args
     image = read_image(args.image)
     mask = read_image(args.face_mask)[..., 0] > 127 if args.face_mask else None
-    if args.audio:
+    saved = load_coefficients(args.coefficients) if args.coefficients else None
+    if saved is not None:
+        wave, rate = None, None   # the file's own audio (or silence) goes with it
+    elif args.audio:
         wave, rate = load_audio(args.audio)
         check_speech(wave, rate, args.audio)
     else:
@@ -345,7 +356,7 @@ def _render(args: argparse.Namespace, check_stop) -> int:
     refs: dict[str, object] = {}
     ref_paths = {"pose": args.ref_pose or args.ref_video, "eyeblink": args.ref_eyeblink or args.ref_video}
     extracted: dict[str, object] = {}
-    num_frames_needed = int(wave.shape[1] * 25 // rate) or None
+    num_frames_needed = (int(wave.shape[1] * 25 // rate) or None) if wave is not None else None
     for kind, path in ref_paths.items():
         if not path:
             continue
@@ -359,11 +370,16 @@ def _render(args: argparse.Namespace, check_stop) -> int:
 
     motion = dict(pose_style=args.pose_style, seed=args.seed, blink=not args.no_blink, still=args.still,
                   head_motion_scale=args.head_motion_scale, blinks_per_minute=args.blink_rate)
-    if args.audio:
+    if saved is not None:
+        coeffs = saved
+    elif args.audio:
         coeffs = pipeline.audio_to_coefficients(models, face, wave, rate, ref_pose=refs.get("pose"),
                                                 ref_eyeblink=refs.get("eyeblink"), **motion)
     else:
         coeffs = pipeline.idle_coefficients(models, face, args.idle, **motion)
+    if args.save_coefficients:
+        save_coefficients(coeffs, args.save_coefficients)
+        logger.info("Saved the coefficients to %s", args.save_coefficients)
     total = coeffs.num_frames
     logger.info("%d frames (%.2f s) at 25 fps", total, coeffs.duration)
 
@@ -383,7 +399,7 @@ def _render(args: argparse.Namespace, check_stop) -> int:
         render_to_mp4(models, face, coeffs, out, expression_scale=args.expression_scale,
                       batch_size=args.batch_size, yaw=args.yaw, pitch=args.pitch, roll=args.roll,
                       paste_back=not args.no_paste_back, progress=progress, check=check_stop,
-                      audio=(wave, rate), restorer=restorer, detector=detector,
+                      audio=None if wave is None else (wave, rate), restorer=restorer, detector=detector,
                       enhance_upscale=args.enhancer_upscale, threaded=models.device.type == "cuda")
     finally:
         bar.close()

@@ -373,13 +373,12 @@ def test_coefficients_with_a_zero_frame_rate_or_nan_are_refused():
 
 @pytest.mark.parametrize("damage", ["fps=0", "NaN"])
 def test_a_crafted_coefficient_file_is_refused_when_loaded(damage, tmp_path):
-    import importlib
-
     from safetensors.torch import save_file
 
-    sadtalker_nodes = importlib.import_module("test_nodes").load_pack().nodes.sadtalker_nodes
+    from sadtalker_models import coefficient_files
+
     coeffs = torch.zeros(4, 70)
-    meta = {"format": sadtalker_nodes.COEFF_FORMAT, "fps": "25.0", "still": "False", "source": "audio", "info": "{}"}
+    meta = {"format": coefficient_files.COEFF_FORMAT, "fps": "25.0", "still": "False", "source": "audio", "info": "{}"}
     if damage == "fps=0":
         meta["fps"] = "0"
     else:
@@ -387,4 +386,4 @@ def test_a_crafted_coefficient_file_is_refused_when_loaded(damage, tmp_path):
     path = tmp_path / "crafted.safetensors"
     save_file({"coeffs": coeffs}, str(path), metadata=meta)
     with pytest.raises(ValueError, match="frame rate must be a positive" if damage == "fps=0" else "NaN"):
-        sadtalker_nodes.load_coefficients(str(path))
+        coefficient_files.load_coefficients(str(path))

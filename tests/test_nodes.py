@@ -370,6 +370,19 @@ def test_save_and_load_coefficients_round_trip(nodes, coefficients, comfy_base):
     assert loaded.fps == 25.0 and loaded.still == coeffs.still
 
 
+def test_load_node_reads_a_file_saved_before_the_format_moved(nodes, comfy_base):
+    import shutil
+
+    import folder_paths
+
+    old = REPO / "tests" / "data" / "coefficients" / "saved_before_the_move.safetensors"
+    shutil.copy(old, Path(folder_paths.get_input_directory()) / "old_coeffs.safetensors")
+    assert "old_coeffs.safetensors" in nodes["SadTalkerLoadCoefficients"].INPUT_TYPES()["required"]["file"][0]
+    loaded = nodes["SadTalkerLoadCoefficients"]().load("old_coeffs.safetensors")["result"][0]
+    assert torch.equal(loaded.coeffs, torch.arange(210, dtype=torch.float32).reshape(3, 70) / 1000)
+    assert loaded.num_frames == 3 and loaded.still and loaded.info == {"pose_style": 3, "seed": 7}
+
+
 def test_saving_twice_keeps_both_files(nodes, coefficients, comfy_base):
     """ComfyUI's counter only sees names whose digits end in '_': a second save must not overwrite."""
     coeffs = coefficients["result"][0]
