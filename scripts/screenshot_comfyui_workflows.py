@@ -33,6 +33,13 @@ log = logging.getLogger("screenshot_comfyui_workflows")
 VIEWPORT = {"width": 1600, "height": 860}
 MAX_BYTES = 300_000
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
+# an idle clip as long as the speech of the other examples (as the runner does), not the example's 5 s
+SHORTEN_IDLE = """(seconds) => {
+    for (const node of window.app.graph._nodes.filter((n) => n.type === "SadTalkerIdleCoefficients")) {
+        const widget = node.widgets.find((w) => w.name === "seconds");
+        if (widget) widget.value = Math.round(seconds * 25) / 25;
+    }
+}"""
 
 
 def chromium_path(given: str | None) -> str | None:
@@ -44,10 +51,13 @@ def chromium_path(given: str | None) -> str | None:
 
 def wait_idle(page, server: runner.Server, runs_before: int, timeout: float) -> None:
     """Wait until the server's history has a new entry and its queue is empty."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    started = time.time()
+    while time.time() < started + timeout:
         queue = server.get("/queue")
         history = server.get("/history")
+        if len(history) == runs_before and not queue["queue_running"] and time.time() > started + 60:
+            raise runner.SetupError("the page queued nothing within 60 s (an invalid prompt?); the server log "
+                                    f"ends:\n{server.log_tail(30)}")
         if len(history) > runs_before and not queue["queue_running"] and not queue["queue_pending"]:
             last = history[list(history)[-1]]
             if last.get("status", {}).get("status_str") != "success":
@@ -55,7 +65,7 @@ def wait_idle(page, server: runner.Server, runs_before: int, timeout: float) -> 
             page.wait_for_timeout(3000)   # previews load their media
             return
         time.sleep(1)
-    raise runner.SetupError(f"the run did not finish within {timeout:.0f} s")
+    raise runner.SetupError(f"the run did not finish within {timeout:.0f} s; the server log ends:\n{server.log_tail(30)}")
 
 
 def wait_app(page) -> None:
@@ -120,6 +130,7 @@ def shoot(args, base: Path, playwright) -> list[Path]:
                 wait_app(page)
                 page.evaluate("([graph, name]) => window.app.loadGraphData(graph, true, true, name)",
                               [json.loads(path.read_text()), path.stem])
+                page.evaluate(SHORTEN_IDLE, args.seconds)
                 page.wait_for_timeout(2000)
                 queue(page, server, args.timeout)
                 target = args.out / f"{path.stem}.png"
