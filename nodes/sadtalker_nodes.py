@@ -332,11 +332,8 @@ class SadTalkerReferenceToCoefficients:
 
         ref = pipeline.reference_coefficients(models, frames(), landmark_backend,
                                               max_frames=int(max_frames) or None, preprocess=preprocess)
-        comfy_audio = None
-        if audio is not None:
-            wave, rate = _audio(audio)
-            comfy_audio = pipeline.comfy_audio(wave, rate)
-        coeffs = pipeline.coefficients_from_reference(ref, audio=comfy_audio)
+        carried = None if audio is None else pipeline.as_audio(*_audio(audio))
+        coeffs = pipeline.coefficients_from_reference(ref, audio=carried)
         return {"ui": {"sadtalker_curves": [coeffs.curves()]}, "result": (ref, coeffs)}
 
 
@@ -393,7 +390,7 @@ class SadTalkerRender:
         width, height = pipeline.output_size(source, paste_back=bool(paste_back))
         # the IMAGE output is filled batch by batch: no list of batches, no concatenated copy
         images = torch.empty((total, height, width, 3), dtype=torch.float32)
-        audio = pipeline.trimmed_audio(coeffs, total) or _silence(total, coeffs.fps)
+        audio = _audio_output(coeffs, total)
         preview = _Preview(audio, coeffs.fps)
         done = 0
         try:
@@ -412,10 +409,17 @@ class SadTalkerRender:
         return {"ui": preview.close(), "result": (images, audio, float(coeffs.fps))}
 
 
-def _silence(num_frames: int, fps: float, sample_rate: int = 16000) -> dict:
+def _audio_output(coeffs, num_frames: int) -> dict:
+    """The coefficients' audio (silence when they carry none) cut or padded to ``num_frames`` frames,
+    as ComfyUI AUDIO ``{"waveform": [1, C, n], "sample_rate"}``."""
+    import numpy as np
     import torch
 
-    return {"waveform": torch.zeros(1, 1, int(round(num_frames * sample_rate / fps))), "sample_rate": sample_rate}
+    from ..sadtalker_models.video import fit_audio
+
+    wave, rate = coeffs.audio or (np.zeros((1, 0), np.float32), 16000)
+    fitted = np.ascontiguousarray(fit_audio(wave, rate, num_frames, coeffs.fps))
+    return {"waveform": torch.from_numpy(fitted)[None], "sample_rate": int(rate)}
 
 
 class _Preview:

@@ -46,7 +46,7 @@ def _as_numpy(waveform: torch.Tensor | np.ndarray) -> np.ndarray:
         return waveform
     raise ValueError(
         f"Audio must be a torch tensor or a numpy array, got {type(waveform).__name__}; "
-        "pass the waveform samples (for a ComfyUI AUDIO, its 'waveform' entry)."
+        "pass the waveform samples shaped (n,), (C, n) or (1, C, n)."
     )
 
 
@@ -72,7 +72,7 @@ def to_mono_16k(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> np.nda
     """Downmix to mono float32 and resample to 16 kHz.
 
     Args:
-        waveform: samples shaped ``(n,)``, ``(C, n)`` or ComfyUI's ``(1, C, n)``; float (any
+        waveform: samples shaped ``(n,)``, ``(C, n)`` or ``(1, C, n)``; float (any
             range, normally [-1, 1]) or integer PCM (scaled to [-1, 1)). Torch or numpy.
         sample_rate: samples per second of ``waveform`` (> 0).
 

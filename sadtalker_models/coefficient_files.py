@@ -1,7 +1,7 @@
 """The coefficient file: :class:`~.pipeline.Coefficients` saved as a ``.safetensors`` file.
 
 Tensors ``coeffs`` ``(T, 70)``, optional ``blink`` ``(T,)``, ``source_pose`` ``(3,)`` and ``audio``
-``(1, C, n)`` (float32); JSON-able metadata ``format`` (:data:`COEFF_FORMAT`), ``fps``, ``still``,
+``(1, C, n)`` (float32, the :class:`~.pipeline.Audio` waveform with a leading 1); JSON-able metadata ``format`` (:data:`COEFF_FORMAT`), ``fps``, ``still``,
 ``source``, ``info`` and, with audio, ``sample_rate``. Written by the Save Coefficients node and
 ``python -m sadtalker_models --save-coefficients``; read by Load Coefficients and ``--coefficients``.
 """
@@ -21,6 +21,8 @@ def save_coefficients(coeffs, path: str | os.PathLike) -> None:
 
     Written to ``path + ".part"`` and renamed, so a crash never leaves a half file under the name.
     """
+    import numpy as np
+    import torch
     from safetensors.torch import save_file
 
     path = os.fspath(path)
@@ -31,9 +33,9 @@ def save_coefficients(coeffs, path: str | os.PathLike) -> None:
         tensors["source_pose"] = coeffs.source_pose.detach().float().cpu().reshape(3).contiguous()
     meta = {"format": COEFF_FORMAT, "fps": str(coeffs.fps), "still": str(bool(coeffs.still)), "source": coeffs.source,
             "info": json.dumps(coeffs.info, default=str)}
-    if coeffs.audio is not None:
-        tensors["audio"] = coeffs.audio["waveform"].detach().float().cpu().contiguous()
-        meta["sample_rate"] = str(int(coeffs.audio["sample_rate"]))
+    if coeffs.audio is not None:   # stored (1, C, n), as files saved before the library's Audio held it
+        tensors["audio"] = torch.from_numpy(np.ascontiguousarray(coeffs.audio.waveform, dtype=np.float32))[None]
+        meta["sample_rate"] = str(int(coeffs.audio.sample_rate))
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".part"
     save_file(tensors, tmp, metadata=meta)
@@ -48,7 +50,7 @@ def load_coefficients(path: str | os.PathLike):
     """
     from safetensors import safe_open
 
-    from .pipeline import Coefficients
+    from .pipeline import Coefficients, as_audio
 
     path = os.fspath(path)
     name = os.path.basename(path)
@@ -69,7 +71,7 @@ def load_coefficients(path: str | os.PathLike):
         raise ValueError(f"{name} holds coefficients of shape {tuple(coeffs.shape)}; expected (T, 70).")
     audio = None
     if "audio" in tensors and "sample_rate" in meta:
-        audio = {"waveform": tensors["audio"].float(), "sample_rate": int(meta["sample_rate"])}
+        audio = as_audio(tensors["audio"].float(), int(meta["sample_rate"]))
     try:
         info = json.loads(meta.get("info", "{}"))
     except json.JSONDecodeError:

@@ -23,7 +23,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -267,11 +267,36 @@ def reference_coefficients(models: SadTalkerModels, frames: Iterable[Any], landm
                                 mode=check_choice(preprocess, PREPROCESS_MODES, "preprocess mode"))
     coeffs = torch.as_tensor(coeffs).float().cpu()
     if coeffs.ndim != 2 or coeffs.shape[0] == 0:
-        raise ValueError("The reference video gave no frames; connect a video with at least one frame.")
+        raise ValueError("The reference video gave no frames; give a video with at least one frame.")
     return coeffs
 
 
 # --------------------------------------------------------------------------- coefficients
+
+
+class Audio(NamedTuple):
+    """Sound carried with coefficients (and rendered as their sound track)."""
+
+    waveform: np.ndarray   # (C, n) float32 in [-1, 1]
+    sample_rate: int
+
+
+def as_audio(waveform: Any, sample_rate: int) -> Audio:
+    """``(n,)``, ``(C, n)`` or ``(1, C, n)`` float or integer PCM (numpy or torch) -> :class:`Audio`
+    ``(C, n)`` float32 (integer PCM scaled to [-1, 1); of a batch of clips the first)."""
+    from .audio import pcm_to_float32
+
+    if isinstance(waveform, torch.Tensor):
+        waveform = waveform.detach().cpu().numpy()
+    wave = pcm_to_float32(np.asarray(waveform))
+    if wave.ndim == 3:
+        wave = wave[0]
+    elif wave.ndim == 1:
+        wave = wave[None]
+    if wave.ndim != 2:
+        raise ValueError(f"Audio must be samples (n,), channels x samples (C, n) or (1, C, n); got shape "
+                         f"{tuple(np.shape(waveform))}.")
+    return Audio(np.ascontiguousarray(wave), int(sample_rate))
 
 
 @dataclass
@@ -281,7 +306,7 @@ class Coefficients:
     coeffs: torch.Tensor                 # (T, 70) float32 CPU: expression 64 | angles 3 | translation 3
     fps: float = float(FPS)
     still: bool = False
-    audio: dict | None = None            # {"waveform": (1, C, n) float32, "sample_rate": int}
+    audio: Audio | None = None           # the speech they came from (the sound track), or None
     blink: torch.Tensor | None = None    # (T,) blink ratio used (None for reference-driven)
     source: str = "audio"                # "audio" or "reference"
     info: dict = field(default_factory=dict)
@@ -298,6 +323,9 @@ class Coefficients:
             raise ValueError(f"The coefficients' frame rate must be a positive number of frames per second, got "
                              f"{self.fps!r}: they (or the file they were loaded from) are damaged; make them again.")
         self.fps = fps
+        if self.audio is not None and not isinstance(self.audio, Audio):
+            raise ValueError(f"The coefficients' audio must be an Audio(waveform, sample_rate) (see as_audio), got "
+                             f"{type(self.audio).__name__}.")
         if not bool(torch.isfinite(torch.as_tensor(self.coeffs)).all()):
             raise ValueError("The coefficients contain NaN or infinite values, which would render black frames: "
                              "they (or the file they were loaded from) are damaged; make them again.")
@@ -333,20 +361,6 @@ class Coefficients:
         if self.blink is not None:
             out["blink"] = self.blink.detach().float().cpu().reshape(-1)[::step].tolist()
         return out
-
-
-def comfy_audio(waveform: Any, sample_rate: int) -> dict:
-    """Audio as ComfyUI's AUDIO dict: ``{"waveform": (1, C, n) float32 tensor, "sample_rate": int}``."""
-    from .audio import pcm_to_float32
-
-    if isinstance(waveform, torch.Tensor):
-        waveform = waveform.detach().cpu().numpy()
-    wave = torch.from_numpy(pcm_to_float32(np.asarray(waveform)))  # integer PCM scaled to [-1, 1)
-    if wave.ndim == 1:
-        wave = wave[None, None]
-    elif wave.ndim == 2:
-        wave = wave[None]
-    return {"waveform": wave.contiguous(), "sample_rate": int(sample_rate)}
 
 
 def audio_to_coefficients(models: SadTalkerModels, face: SourceFace, waveform: Any, sample_rate: int,
@@ -385,7 +399,7 @@ def audio_to_coefficients(models: SadTalkerModels, face: SourceFace, waveform: A
         )
     return Coefficients(
         coeffs=scale_head_motion(result.coeffs, face.coeff_3dmm, head_motion_scale),
-        still=bool(still), audio=comfy_audio(waveform, sample_rate),
+        still=bool(still), audio=as_audio(waveform, sample_rate),
         blink=result.ratio.detach().float().reshape(-1).cpu(), source="audio",
         source_pose=face.coeff_3dmm[0, 64:67].detach().float().cpu().clone(),
         info={"pose_style": pose_style, "seed": seed, "blink": bool(blink),
@@ -427,7 +441,7 @@ def _as_ref(ref: Any) -> torch.Tensor:
 
 
 def coefficients_from_reference(ref: torch.Tensor, num_frames: int | None = None,
-                                audio: dict | None = None, still: bool = False) -> Coefficients:
+                                audio: Audio | None = None, still: bool = False) -> Coefficients:
     """Drive the face with a reference video's own expression and pose (no audio model).
 
     The length follows the audio (``T = floor(seconds*25)``) when given, else the reference's frames;
@@ -437,8 +451,7 @@ def coefficients_from_reference(ref: torch.Tensor, num_frames: int | None = None
 
     ref = _as_ref(ref)
     if num_frames is None and audio is not None:
-        wave = audio["waveform"]
-        num_frames = int(wave.shape[-1] * FPS // int(audio["sample_rate"]))
+        num_frames = int(audio.waveform.shape[-1] * FPS // int(audio.sample_rate))
     num_frames = int(num_frames or ref.shape[0])
     if num_frames < 1:
         raise ValueError("The audio is shorter than one video frame (40 ms).")
@@ -531,9 +544,10 @@ def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficient
     from .render_data import build_render_inputs
 
     if not isinstance(face, SourceFace):
-        raise ValueError("The face input is not a SadTalker face; connect the output of the face node.")
+        raise ValueError(f"The face must be a SourceFace made by prepare_face, got {type(face).__name__}.")
     if not isinstance(coeffs, Coefficients):
-        raise ValueError("The coefficients input is not SadTalker coefficients; connect an audio or reference node.")
+        raise ValueError(f"The coefficients must be Coefficients (from audio_to_coefficients, idle_coefficients, "
+                         f"coefficients_from_reference or load_coefficients), got {type(coeffs).__name__}.")
     if batch_size < 1:
         raise ValueError(f"Batch size must be at least 1, got {batch_size}.")
     if not math.isfinite(float(expression_scale)):
@@ -603,18 +617,3 @@ def background_frame(background: Any, index: int, face: SourceFace) -> np.ndarra
 def render_all(models: SadTalkerModels, face: SourceFace, coeffs: Coefficients, **kwargs) -> np.ndarray:
     """All frames of :func:`render_frames` as one ``(T, H, W, 3)`` uint8 array."""
     return np.concatenate(list(render_frames(models, face, coeffs, **kwargs)), axis=0)
-
-
-def trimmed_audio(coeffs: Coefficients, num_frames: int | None = None) -> dict | None:
-    """The coefficients' audio cut (or padded with silence) to exactly ``num_frames / fps`` seconds."""
-    if coeffs.audio is None:
-        return None
-    num_frames = coeffs.num_frames if num_frames is None else num_frames
-    wave = coeffs.audio["waveform"]
-    sr = int(coeffs.audio["sample_rate"])
-    want = int(round(num_frames * sr / coeffs.fps))
-    if wave.shape[-1] >= want:
-        wave = wave[..., :want]
-    else:
-        wave = torch.nn.functional.pad(wave, (0, want - wave.shape[-1]))
-    return {"waveform": wave.contiguous(), "sample_rate": sr}

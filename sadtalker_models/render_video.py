@@ -153,7 +153,7 @@ def render_to_mp4(models: Any, face: Any, coeffs: Any, path: str | Path, *, expr
     from . import pipeline
 
     if audio is None and coeffs.audio is not None:
-        audio = (coeffs.audio["waveform"][0].detach().float().cpu().numpy(), int(coeffs.audio["sample_rate"]))
+        audio = coeffs.audio
     wave, rate = audio if audio is not None else (None, None)
     if restorer is not None and detector is None:
         raise ValueError("Face enhancement needs a landmark detector; pass detector=make_landmark_detector(...).")

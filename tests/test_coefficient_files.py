@@ -12,7 +12,7 @@ import torch
 from conftest import MEDIA
 
 from sadtalker_models.coefficient_files import is_coefficient_file, load_coefficients, save_coefficients
-from sadtalker_models.pipeline import Coefficients
+from sadtalker_models.pipeline import Audio, Coefficients
 
 OLD_FILE = Path(__file__).parent / "data" / "coefficients" / "saved_before_the_move.safetensors"
 
@@ -20,7 +20,7 @@ OLD_FILE = Path(__file__).parent / "data" / "coefficients" / "saved_before_the_m
 def test_round_trip_keeps_every_field(tmp_path):
     gen = torch.Generator().manual_seed(0)
     coeffs = Coefficients(coeffs=torch.randn(5, 70, generator=gen), fps=25.0, still=True,
-                          audio={"waveform": torch.randn(1, 2, 3200, generator=gen), "sample_rate": 16000},
+                          audio=Audio(torch.randn(2, 3200, generator=gen).numpy(), 16000),
                           blink=torch.rand(5, generator=gen), source="idle", info={"seed": 3, "idle_seconds": 0.2},
                           source_pose=torch.tensor([0.1, 0.2, -0.3]))
     path = tmp_path / "sub" / "c.safetensors"
@@ -29,7 +29,7 @@ def test_round_trip_keeps_every_field(tmp_path):
     back = load_coefficients(path)
     assert torch.equal(back.coeffs, coeffs.coeffs) and torch.equal(back.blink, coeffs.blink)
     assert torch.equal(back.source_pose, coeffs.source_pose)
-    assert torch.equal(back.audio["waveform"], coeffs.audio["waveform"]) and back.audio["sample_rate"] == 16000
+    assert np.array_equal(back.audio.waveform, coeffs.audio.waveform) and back.audio.sample_rate == 16000
     assert (back.fps, back.still, back.source, back.info) == (25.0, True, "idle", {"seed": 3, "idle_seconds": 0.2})
 
 
@@ -38,8 +38,8 @@ def test_a_file_saved_before_the_move_loads_with_its_values():
     assert torch.equal(old.coeffs, torch.arange(210, dtype=torch.float32).reshape(3, 70) / 1000)
     assert torch.equal(old.blink, torch.tensor([0.0, 0.5, 1.0]))
     assert torch.equal(old.source_pose, torch.tensor([0.1, -0.2, 0.3]))
-    assert torch.equal(old.audio["waveform"], (torch.arange(1920, dtype=torch.float32) / 1920).reshape(1, 1, 1920))
-    assert (old.audio["sample_rate"], old.fps, old.still, old.info) == (16000, 25.0, True, {"pose_style": 3, "seed": 7})
+    assert np.array_equal(old.audio.waveform, (np.arange(1920, dtype=np.float32) / 1920).reshape(1, 1920))
+    assert (old.audio.sample_rate, old.fps, old.still, old.info) == (16000, 25.0, True, {"pose_style": 3, "seed": 7})
 
 
 def test_other_files_are_refused_with_a_hint(tmp_path):
@@ -70,7 +70,7 @@ def test_cli_renders_a_saved_coefficient_file(weights_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert load_coefficients(saved).num_frames == 1
 
-    two = Coefficients(coeffs=torch.zeros(2, 70), audio={"waveform": torch.zeros(1, 1, 1280), "sample_rate": 16000})
+    two = Coefficients(coeffs=torch.zeros(2, 70), audio=Audio(np.zeros((1, 1280), np.float32), 16000))
     save_coefficients(two, tmp_path / "two.safetensors")
     out = tmp_path / "b.mp4"
     proc = cli(*common, "--coefficients", str(tmp_path / "two.safetensors"), "--out", str(out))

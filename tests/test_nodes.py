@@ -235,7 +235,7 @@ def test_audio_to_coefficients(coefficients):
     coeffs = coefficients["result"][0]
     assert coeffs.fps == 25.0 and coeffs.num_frames == 2
     assert tuple(coeffs.coeffs.shape) == (2, 70)
-    assert coeffs.audio["sample_rate"] == 16000
+    assert coeffs.audio.sample_rate == 16000 and coeffs.audio.waveform.shape == (2, 1440)   # 0.09 s, stereo
     curves = coefficients["ui"]["sadtalker_curves"][0]
     assert curves["frames"] == 2 and len(curves["yaw"]) == 2 and len(curves["blink"]) == 2
 
@@ -366,7 +366,7 @@ def test_save_and_load_coefficients_round_trip(nodes, coefficients, comfy_base):
     assert "coeffs.safetensors" in nodes["SadTalkerLoadCoefficients"].INPUT_TYPES()["required"]["file"][0]
     loaded = nodes["SadTalkerLoadCoefficients"]().load("coeffs.safetensors")["result"][0]
     assert torch.equal(loaded.coeffs, coeffs.coeffs)
-    assert torch.equal(loaded.audio["waveform"], coeffs.audio["waveform"])
+    assert np.array_equal(loaded.audio.waveform, coeffs.audio.waveform)
     assert loaded.fps == 25.0 and loaded.still == coeffs.still
 
 

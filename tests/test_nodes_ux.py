@@ -53,7 +53,8 @@ def odd_picture(width: int = 225, height: int = 337) -> torch.Tensor:
 def test_render_outputs_even_frames_for_an_odd_picture(pack, nodes, model, mode, monkeypatch):
     picture = odd_picture()
     face = nodes["SadTalkerFaceCrop"]().prepare(model, picture, mode, "256", "dlib")[0]
-    coeffs = importlib.import_module(pack.__name__ + ".sadtalker_models.pipeline").Coefficients(coeffs=torch.zeros(2, 70), audio=speech(0.09))
+    pipeline = importlib.import_module(pack.__name__ + ".sadtalker_models.pipeline")
+    coeffs = pipeline.Coefficients(coeffs=torch.zeros(2, 70), audio=pipeline.as_audio(speech(0.09)["waveform"], 16000))
     monkeypatch.setattr(model.models, "renderer", lambda preprocess: EchoRenderer())
     out = nodes["SadTalkerRender"]().render(model, face, coeffs, 1.0, 2, True)
     images = out["result"][0]
@@ -125,7 +126,7 @@ def test_load_coefficients_lists_what_save_wrote(pack, nodes, comfy_base):
     load = nodes["SadTalkerLoadCoefficients"]
     pipeline = importlib.import_module(pack.__name__ + ".sadtalker_models.pipeline")
     made = pipeline.Coefficients(coeffs=torch.randn(2, 70, generator=torch.Generator().manual_seed(0)),
-                                 audio=speech(0.09))
+                                 audio=pipeline.as_audio(speech(0.09)["waveform"], 16000))
     entry = nodes["SadTalkerSaveCoefficients"]().save(made, "sadtalker/listed")["ui"]["sadtalker_files"][0]
     # another model's safetensors in output/ is not offered
     other = Path(folder_paths.get_output_directory()) / "checkpoints" / "model.safetensors"

@@ -47,11 +47,14 @@ def test_writer_removes_partial_output_on_error(tmp_path):
 
 def test_integer_pcm_audio_is_scaled_for_the_audio_output():
     pcm = (np.array([[0, 16384, -32768, 32767]], dtype=np.int16))
-    wave = pipeline.comfy_audio(pcm, 16000)["waveform"]
-    assert wave.dtype == torch.float32 and wave.shape == (1, 1, 4)
+    wave, rate = pipeline.as_audio(pcm, 16000)
+    assert wave.dtype == np.float32 and wave.shape == (1, 4) and rate == 16000
     assert wave.flatten().tolist() == [0.0, 0.5, -1.0, 32767 / 32768]
-    same = pipeline.comfy_audio(torch.from_numpy(pcm), 16000)["waveform"]
-    assert torch.equal(same, wave)
+    same = pipeline.as_audio(torch.from_numpy(pcm)[None], 16000).waveform     # a (1, C, n) batch, as torch
+    assert np.array_equal(same, wave)
+    assert pipeline.as_audio(pcm[0], 8000).waveform.shape == (1, 4)           # mono (n,)
+    with pytest.raises(ValueError, match="channels x samples"):
+        pipeline.as_audio(np.zeros((1, 1, 1, 4)), 16000)
 
 
 @pytest.mark.parametrize("with_audio", [True, False])
@@ -144,18 +147,14 @@ def test_precision_and_device_choices():
         pipeline.resolve_device("gpu-please")
 
 
-def test_trimmed_audio_matches_the_frame_count():
-    coeffs = pipeline.Coefficients(coeffs=torch.zeros(5, 70),
-                                   audio={"waveform": torch.ones(1, 2, 44100), "sample_rate": 44100})
-    cut = pipeline.trimmed_audio(coeffs)
-    assert cut["waveform"].shape == (1, 2, 8820) and cut["sample_rate"] == 44100
-    longer = pipeline.trimmed_audio(coeffs, num_frames=30)
-    assert longer["waveform"].shape[-1] == 52920 and float(longer["waveform"][..., 44100:].abs().max()) == 0
+def test_coefficients_refuse_audio_that_is_not_audio():
+    with pytest.raises(ValueError, match="Audio\\(waveform, sample_rate\\)"):
+        pipeline.Coefficients(coeffs=torch.zeros(5, 70), audio={"waveform": torch.ones(1, 2, 44100), "sample_rate": 44100})
 
 
 def test_reference_coefficients_follow_audio_length_and_tile():
     ref = torch.arange(3 * 73, dtype=torch.float32).reshape(3, 73)
-    audio = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}       # 1 s -> 25 frames
+    audio = pipeline.Audio(np.zeros((1, 16000), np.float32), 16000)       # 1 s -> 25 frames
     coeffs = pipeline.coefficients_from_reference(ref, audio=audio)
     assert coeffs.num_frames == 25 and torch.equal(coeffs.coeffs[3], ref[0, :70])
     assert pipeline.coefficients_from_reference(ref).num_frames == 3
