@@ -113,7 +113,9 @@ def tile_to_length(seq: torch.Tensor, num_frames: int) -> torch.Tensor:
     return seq[idx]
 
 
-def _check_reference(ref: torch.Tensor | np.ndarray, name: str, min_cols: int) -> torch.Tensor:
+def check_reference(ref: torch.Tensor | np.ndarray, name: str, min_cols: int) -> torch.Tensor:
+    """A reference video's per-frame coefficients as ``(N, >= min_cols)`` float32 CPU (a leading batch
+    of 1 dropped); ValueError naming ``name`` for another shape, no frames, or NaN/infinite values."""
     r = torch.as_tensor(ref).detach().to("cpu", torch.float32)
     if r.ndim == 3 and r.shape[0] == 1:
         r = r[0]
@@ -301,11 +303,11 @@ def audio_to_coefficients(
 
     ref_pose_t = None
     if ref_pose is not None:
-        ref_pose_t = tile_to_length(_check_reference(ref_pose, "ref_pose", 70)[:, 64:70], t)
+        ref_pose_t = tile_to_length(check_reference(ref_pose, "ref_pose", 70)[:, 64:70], t)
 
     ref = src[:, :70].expand(t, -1).clone()[None]  # (1, T, 70)
     if ref_eyeblink is not None:
-        eb = tile_to_length(_check_reference(ref_eyeblink, "ref_eyeblink", 64), t)
+        eb = tile_to_length(check_reference(ref_eyeblink, "ref_eyeblink", 64), t)
         ref[0, :, :64] = eb[:, :64]
         ratio = torch.zeros(1, t, 1)
     elif blink_ratio is not None:

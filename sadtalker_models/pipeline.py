@@ -394,8 +394,7 @@ def audio_to_coefficients(models: SadTalkerModels, face: SourceFace, waveform: A
         result = predict(
             models.nets.expnet, models.nets.posevae, mels, face.coeff_3dmm, pose_style,
             generator=generator, blink=bool(blink), blink_ratio=ratio,
-            ref_eyeblink=None if ref_eyeblink is None else _as_ref(ref_eyeblink),
-            ref_pose=None if ref_pose is None else _as_ref(ref_pose),
+            ref_eyeblink=ref_eyeblink, ref_pose=ref_pose,
         )
     return Coefficients(
         coeffs=scale_head_motion(result.coeffs, face.coeff_3dmm, head_motion_scale),
@@ -433,13 +432,6 @@ def idle_coefficients(models: SadTalkerModels, face: SourceFace, seconds: float,
     return coeffs
 
 
-def _as_ref(ref: Any) -> torch.Tensor:
-    ref = torch.as_tensor(ref).float()
-    if ref.ndim != 2 or ref.shape[1] != 73:
-        raise ValueError(f"Reference coefficients must be (frames, 73), got {tuple(ref.shape)}.")
-    return ref
-
-
 def coefficients_from_reference(ref: torch.Tensor, num_frames: int | None = None,
                                 audio: Audio | None = None, still: bool = False) -> Coefficients:
     """Drive the face with a reference video's own expression and pose (no audio model).
@@ -447,9 +439,9 @@ def coefficients_from_reference(ref: torch.Tensor, num_frames: int | None = None
     The length follows the audio (``T = floor(seconds*25)``) when given, else the reference's frames;
     a shorter reference is tiled.
     """
-    from .coefficients import tile_to_length
+    from .coefficients import check_reference, tile_to_length
 
-    ref = _as_ref(ref)
+    ref = check_reference(ref, "The reference", 73)
     if num_frames is None and audio is not None:
         num_frames = int(audio.waveform.shape[-1] * FPS // int(audio.sample_rate))
     num_frames = int(num_frames or ref.shape[0])
@@ -499,8 +491,7 @@ def _natural_size(face: SourceFace, paste_back: bool) -> tuple[int, int]:
     if paste_back and face.paste_back_possible:
         h0, w0 = face.original.shape[:2]
         return w0, h0
-    w_box, h_box = _box_size(face)
-    return face.size, int(face.size * h_box / w_box)
+    return face.crop_info.output_size(face.size)
 
 
 def pad_to_even(frames: np.ndarray) -> np.ndarray:
@@ -510,13 +501,6 @@ def pad_to_even(frames: np.ndarray) -> np.ndarray:
     if h % 2 == 0 and w % 2 == 0:
         return frames
     return np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-
-
-def _box_size(face: SourceFace) -> tuple[int, int]:
-    w, h = (int(v) for v in face.crop_info.box_size)
-    if w <= 0 or h <= 0:
-        raise ValueError(f"The face crop box {w}x{h} is empty; try another preprocess mode.")
-    return w, h
 
 
 def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:

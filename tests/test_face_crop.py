@@ -17,7 +17,6 @@ from sadtalker_models.face.crop import (
     crop_face,
     crop_geometry,
     make_crop_info,
-    restore_aspect,
 )
 from sadtalker_models.face.paste import iter_paste_back, paste_back
 
@@ -139,17 +138,19 @@ def test_shrink_for_huge_faces():
 
 
 @pytest.mark.parametrize("mode", ["crop", "extcrop", "resize"])
-def test_restore_aspect(mode):
+def test_output_size_keeps_the_box_aspect(mode):
+    from dataclasses import replace
+
     name, case = _cases()[0]
     img, lm = _case_image(case)
-    out, info = crop_face(img, lm, mode, 256)
-    frames = np.stack([out, out, out])
-    restored = restore_aspect(frames, info)
+    _, info = crop_face(img, lm, mode, 256)
     w_box, h_box = info.box_size
-    assert restored.shape == (3, int(256 * h_box / w_box), 256, 3)
+    assert info.output_size(256) == (256, int(256 * h_box / w_box))
     if mode == "resize":
-        assert restored.shape[1] == int(256 * img.shape[0] / img.shape[1])
-    assert restored.dtype == np.uint8
+        assert info.output_size(256)[1] == int(256 * img.shape[0] / img.shape[1])
+    assert replace(info, box_size=(1000, 1)).output_size(256) == (256, 1)      # at least one row
+    with pytest.raises(ValueError, match="crop box 0x5 is empty"):
+        replace(info, box_size=(0, 5)).output_size(256)
 
 
 @pytest.mark.parametrize("name, case", _cases(), ids=[n for n, _ in _cases()])

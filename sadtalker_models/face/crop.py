@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable
 
 import cv2
 import numpy as np
@@ -131,10 +130,11 @@ class CropInfo:
         return self.region if is_full_frame(self.mode) else None
 
     def output_size(self, size: int) -> tuple[int, int]:
-        """(width, height) of the aspect-restored frames for render size ``size`` (§14 step 2)."""
-        w_box, h_box = self.box_size
+        """(width, height) of the aspect-restored frames for render size ``size`` (§14 step 2):
+        ``(S, int(S * h_box / w_box))``, at least one row. ValueError for an empty box."""
+        w_box, h_box = (int(v) for v in self.box_size)
         if w_box <= 0 or h_box <= 0:
-            return size, size
+            raise ValueError(f"The face crop box {w_box}x{h_box} is empty; try another preprocess mode.")
         return size, max(1, int(size * h_box / w_box))
 
 
@@ -232,27 +232,3 @@ def crop_face(
     region = apply_crop(image, info)
     resized = cv2.resize(np.ascontiguousarray(region), (int(size), int(size)), interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(resized), info
-
-
-def restore_aspect(frames: np.ndarray | Iterable[np.ndarray], info: CropInfo) -> np.ndarray:
-    """Resize rendered frames to the crop's aspect ratio (§14 step 2).
-
-    Width stays S, height becomes ``int(S * h_box / w_box)`` (in resize mode the original
-    image's aspect). OpenCV INTER_LINEAR.
-
-    Args:
-        frames: (T, S, S, 3) uint8 (or an iterable of (S, S, 3) frames).
-    Returns:
-        (T, int(S*h_box/w_box), S, 3) uint8.
-    """
-    out = []
-    for frame in frames:
-        s = frame.shape[1]
-        w, h = info.output_size(s)
-        if (w, h) == (frame.shape[1], frame.shape[0]):
-            out.append(np.asarray(frame))
-        else:
-            out.append(cv2.resize(np.ascontiguousarray(frame), (w, h), interpolation=cv2.INTER_LINEAR))
-    if not out:
-        raise ValueError("No frames to resize.")
-    return np.stack(out)

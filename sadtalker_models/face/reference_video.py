@@ -13,9 +13,8 @@ the first frame that has one (searching at most :data:`MAX_FRAMES_BEFORE_FACE` f
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import cv2
 import numpy as np
@@ -60,23 +59,6 @@ class ReferenceCoefficients:
     coeff_3dmm: torch.Tensor
     stats: ReferenceStats
     crop_info: CropInfo
-
-
-def iter_video_frames(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
-    """Decode a video file with imageio-ffmpeg; yields (H, W, 3) uint8 RGB frames."""
-    import imageio_ffmpeg
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"Reference video not found: {path}")
-    reader = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
-    try:
-        meta = next(reader)
-        w, h = meta["size"]
-        for raw in reader:
-            yield np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3)
-    finally:
-        reader.close()
 
 
 def _process(
