@@ -4,8 +4,10 @@ Loading the SadTalker file takes seconds and ~700 MB, so nodes and the CLI ask t
 instead of loading again. A key names everything that makes two loads different: the files
 (path, size and modification time, so a replaced file is reloaded), the device and the dtype.
 
-``MODEL_CACHE`` is the process-wide instance (the only module-level state of the library);
-pass another :class:`ModelCache` where isolation is wanted (tests).
+``MODEL_CACHE`` is the process-wide instance (the only module-level state of the library): the
+SadTalker networks (kinds ``sadtalker``, ``comfy-sadtalker``) and the landmark detectors (kind
+``face detector``, see :func:`.face.landmarks.make_landmark_detector`) live there. Pass another
+:class:`ModelCache` where isolation is wanted (tests).
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ def describe(key: tuple) -> str:
 class ModelCache:
     """A small LRU map from keys to loaded models, safe to use from several threads.
 
-    ``max_items`` bounds how many different model sets stay loaded (default 2: e.g. the 256
-    and 512 checkpoints, or one on each device).
+    ``max_items`` bounds how many different model sets of one kind (a key's first item) stay
+    loaded (default 2: e.g. the 256 and 512 checkpoints, or one on each device); kinds do not
+    evict each other, so a landmark detector never pushes out the SadTalker networks.
     """
 
     def __init__(self, max_items: int = 2):
@@ -71,8 +74,9 @@ class ModelCache:
             value = loader()
             self.loads += 1
             self._items[key] = value
-            while len(self._items) > self.max_items:
-                old_key, _ = self._items.popitem(last=False)
+            same_kind = [k for k in self._items if k[0] == key[0]]   # least recently used first
+            for old_key in same_kind[:max(0, len(same_kind) - self.max_items)]:
+                del self._items[old_key]
                 logger.info("Dropping cached %s", describe(old_key))
             return value
 
@@ -92,10 +96,12 @@ class ModelCache:
         with self._lock:
             return list(self._items.values())
 
-    def clear(self) -> None:
-        """Forget every cached model (their memory is freed once nothing else refers to them)."""
+    def clear(self, kind: str | None = None) -> None:
+        """Forget every cached model, or those of ``kind`` (their memory is freed once nothing else
+        refers to them)."""
         with self._lock:
-            self._items.clear()
+            for key in [k for k in self._items if kind is None or k[0] == kind]:
+                del self._items[key]
 
 
 #: The process-wide cache used by the nodes and the CLI.

@@ -190,3 +190,25 @@ def test_model_cache_keys_and_eviction(tmp_path):
     a.write_bytes(b"changed")                                            # a replaced file reloads
     assert make_key("m", [a], "cpu", torch.float32) != key_a
     assert loads == ["a", "a16", "b"] and cache.loads == 3 and cache.hits == 1
+
+
+def test_model_cache_kinds_do_not_evict_each_other():
+    """The landmark detectors share the model cache: loading them never drops the SadTalker networks."""
+    cache = ModelCache(max_items=1)
+    cache.get_or_load(("sadtalker", 1), lambda: "nets")
+    cache.get_or_load(("face detector", "dlib"), lambda: "dlib")
+    cache.get_or_load(("face detector", "face_alignment"), lambda: "fa")
+    assert ("sadtalker", 1) in cache and ("face detector", "dlib") not in cache and len(cache) == 2
+    cache.clear("face detector")
+    assert cache.values() == ["nets"]
+
+
+def test_landmark_detectors_live_in_the_model_cache():
+    from sadtalker_models.face import landmarks
+    from sadtalker_models.model_cache import MODEL_CACHE
+
+    landmarks.clear_detector_cache()
+    det = landmarks.make_landmark_detector("dlib")
+    assert det in MODEL_CACHE.values() and landmarks.make_landmark_detector("dlib") is det
+    landmarks.clear_detector_cache()
+    assert det not in MODEL_CACHE.values()

@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, runtime_checkable
 
@@ -430,35 +429,34 @@ class FaceAlignmentDetector:
 
 
 # --------------------------------------------------------------------------------------------
-# Factory with the one explicit cache of loaded detectors
+# Factory: detectors are kept in the library's one model cache
 # --------------------------------------------------------------------------------------------
 
-_DETECTOR_CACHE: dict[tuple[str, str | None, str | None], LandmarkDetector] = {}
-_CACHE_LOCK = threading.Lock()
+#: The kind of the detector entries in :data:`~..model_cache.MODEL_CACHE`.
+DETECTOR_KIND = "face detector"
 
 
 def clear_detector_cache() -> None:
     """Forget every cached detector (frees their models)."""
-    with _CACHE_LOCK:
-        _DETECTOR_CACHE.clear()
+    from ..model_cache import MODEL_CACHE
+
+    MODEL_CACHE.clear(DETECTOR_KIND)
 
 
 def _cached_detector(key: str, model_dir: str | None, device: str | None,
                      why: str = "") -> LandmarkDetector:
-    """The cached detector for ``key``; the first time it is made, log which backend it is (and
-    ``why``, e.g. why auto chose it) once, instead of on every image."""
-    cache_key = (key, os.path.abspath(model_dir) if model_dir and key != "dlib" else None,
+    """The detector for ``key`` from the model cache; the first time it is made, log which backend
+    it is (and ``why``, e.g. why auto chose it) once, instead of on every image."""
+    from ..model_cache import MODEL_CACHE
+
+    def load() -> LandmarkDetector:
+        det = DlibDetector() if key == "dlib" else FaceAlignmentDetector(load_face_alignment(model_dir, device))
+        logger.info("Landmark backend: %s%s", det.name, f" ({why})" if why else "")
+        return det
+
+    cache_key = (DETECTOR_KIND, key, os.path.abspath(model_dir) if model_dir and key != "dlib" else None,
                  device if key != "dlib" else None)
-    with _CACHE_LOCK:
-        det = _DETECTOR_CACHE.get(cache_key)
-        if det is None:
-            if key == "dlib":
-                det = DlibDetector()
-            else:
-                det = FaceAlignmentDetector(load_face_alignment(model_dir, device))
-            _DETECTOR_CACHE[cache_key] = det
-            logger.info("Landmark backend: %s%s", det.name, f" ({why})" if why else "")
-    return det
+    return MODEL_CACHE.get_or_load(cache_key, load)
 
 
 def make_landmark_detector(
