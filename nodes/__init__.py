@@ -9,14 +9,31 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
+import re
 
 logger = logging.getLogger(__name__)
 
-# module name -> pip package that provides it
-_PIP_NAMES = {
-    "cv2": "opencv-python-headless", "scipy": "scipy", "soxr": "soxr", "safetensors": "safetensors",
-    "imageio_ffmpeg": "imageio-ffmpeg", "spandrel": "spandrel", "numpy": "numpy", "PIL": "pillow",
-}
+REQUIREMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "requirements.txt")
+
+
+def read_requirements(path: str = REQUIREMENTS) -> dict[str, str]:
+    """Module name -> pip requirement (``"cv2": "opencv-python-headless>=4.8"``) from the pack's
+    requirements.txt, the one list of dependencies; a line's ``# import X`` comment names its module
+    (default: the package name with ``-`` as ``_``)."""
+    found = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            requirement, _, comment = line.partition("#")
+            requirement = requirement.strip()
+            if not requirement:
+                continue
+            named = re.match(r"\s*import\s+(\w+)", comment)
+            package = re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0]
+            found[named.group(1) if named else package.replace("-", "_")] = requirement
+    return found
+
+
 _ANY_LANDMARKS = ("dlib", "face_alignment")
 
 # node -> modules it needs ("landmarks": dlib or face_alignment)
@@ -45,13 +62,14 @@ def _has(module: str) -> bool:
 
 def missing_requirements(node: str) -> list[str]:
     """pip packages a node needs that are not installed (empty when it can run)."""
+    requirements = read_requirements()
     missing = []
     for need in _NEEDS.get(node, ()):
         if need == "landmarks":
             if not any(_has(m) for m in _ANY_LANDMARKS):
-                missing.append("dlib-bin (or face-alignment)")
+                missing.append(f"{requirements['dlib']} (or face-alignment)")
         elif not _has(need):
-            missing.append(_PIP_NAMES.get(need, need))
+            missing.append(requirements[need])
     return missing
 
 

@@ -124,3 +124,17 @@ def test_pack_has_no_eval_exec_or_pip_installs():
             for pattern in (r"(?<![\w.])eval\s*\(", r"new\s+Function\s*\("):
                 problems += [f"{rel}: {m.group(0)}" for m in re.finditer(pattern, text)]
     assert not problems, "\n".join(problems)
+
+
+def test_dependencies_are_listed_once():
+    """requirements.txt is the one list: pyproject.toml repeats it exactly (the registry reads that),
+    and the node registry's install hints come from it, for every module a node needs."""
+    from test_nodes import load_pack
+
+    registry = load_pack().nodes
+    listed = registry.read_requirements(str(REPO / "requirements.txt"))
+    with open(REPO / "pyproject.toml", "rb") as handle:
+        assert tomllib.load(handle)["project"]["dependencies"] == list(listed.values())
+    assert listed["cv2"] == "opencv-python-headless>=4.8" and listed["numpy"] == "numpy>=1.24"
+    needed = {m for needs in registry._NEEDS.values() for m in needs if m != "landmarks"}
+    assert needed <= set(listed) and "dlib" in listed
