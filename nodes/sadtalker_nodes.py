@@ -377,36 +377,41 @@ class SadTalkerRender:
 
     def render(self, model, face, coefficients, expression_scale: float = 1.0, batch_size: int = 2,
                paste_back: bool = True, yaw: str = "", pitch: str = "", roll: str = "", background=None):
-        import torch
+        return _render_images(_model_handle(model), _face(face), _coeffs(coefficients), expression_scale, batch_size,
+                              paste_back, yaw=yaw, pitch=pitch, roll=roll, background=background)
 
-        handle = _model_handle(model)
-        source = _face(face)
-        coeffs = _coeffs(coefficients)
-        pipeline = _pipeline()
-        comfy_glue.check_interrupted()
-        models = handle.ensure_loaded()
-        progress = comfy_glue.progress_callback(coeffs.num_frames)
-        total = coeffs.num_frames
-        width, height = pipeline.output_size(source, paste_back=bool(paste_back))
-        # the IMAGE output is filled batch by batch: no list of batches, no concatenated copy
-        images = torch.empty((total, height, width, 3), dtype=torch.float32)
-        audio = _audio_output(coeffs, total)
-        preview = _Preview(audio, coeffs.fps)
-        done = 0
-        try:
-            for batch in pipeline.render_frames(
-                    models, source, coeffs, expression_scale=float(expression_scale), batch_size=int(batch_size),
-                    yaw=yaw, pitch=pitch, roll=roll, paste_back=bool(paste_back), progress=progress,
-                    background=background):
-                images[done:done + len(batch)] = _to_image_tensor(batch)
-                preview.write(batch)
-                done += len(batch)
-        except BaseException:
-            preview.abort()
-            raise
-        finally:
-            comfy_glue.release_cache()
-        return {"ui": preview.close(), "result": (images, audio, float(coeffs.fps))}
+
+def _render_images(handle: comfy_glue.ModelHandle, source, coeffs, expression_scale: float = 1.0,
+                   batch_size: int = 2, paste_back: bool = True, yaw: str = "", pitch: str = "", roll: str = "",
+                   background=None) -> dict:
+    """Render's work: frames as IMAGE ``[T, H, W, 3]``, the audio cut to them, the fps, and the preview."""
+    import torch
+
+    pipeline = _pipeline()
+    comfy_glue.check_interrupted()
+    models = handle.ensure_loaded()
+    progress = comfy_glue.progress_callback(coeffs.num_frames)
+    total = coeffs.num_frames
+    width, height = pipeline.output_size(source, paste_back=bool(paste_back))
+    # the IMAGE output is filled batch by batch: no list of batches, no concatenated copy
+    images = torch.empty((total, height, width, 3), dtype=torch.float32)
+    audio = _audio_output(coeffs, total)
+    preview = _Preview(audio, coeffs.fps)
+    done = 0
+    try:
+        for batch in pipeline.render_frames(
+                models, source, coeffs, expression_scale=float(expression_scale), batch_size=int(batch_size),
+                yaw=yaw, pitch=pitch, roll=roll, paste_back=bool(paste_back), progress=progress,
+                background=background):
+            images[done:done + len(batch)] = _to_image_tensor(batch)
+            preview.write(batch)
+            done += len(batch)
+    except BaseException:
+        preview.abort()
+        raise
+    finally:
+        comfy_glue.release_cache()
+    return {"ui": preview.close(), "result": (images, audio, float(coeffs.fps))}
 
 
 def _audio_output(coeffs, num_frames: int) -> dict:
@@ -625,10 +630,15 @@ class SadTalkerSimple:
     def run(self, model, image, audio, preprocess: str = "crop", still: bool = False, pose_style: int = 0,
             seed: int = 0, expression_scale: float = 1.0, batch_size: int = 2):
         handle = _model_handle(model)
-        size = str(handle.models.size)
-        face = SadTalkerFaceCrop().prepare(model, image, preprocess, size, "auto")[0]
-        coeffs = SadTalkerAudioToCoefficients().predict(model, face, audio, pose_style, seed, True, still)["result"][0]
-        out = SadTalkerRender().render(model, face, coeffs, expression_scale, batch_size, True)
+        picture = _first_image(image, "image")
+        wave, rate = _audio(audio)
+        comfy_glue.check_interrupted()
+        models = handle.ensure_loaded()
+        pipeline = _pipeline()
+        face = pipeline.prepare_face(models, picture, preprocess, models.size, "auto")
+        coeffs = pipeline.audio_to_coefficients(models, face, wave, rate, pose_style=int(pose_style), seed=int(seed),
+                                                still=bool(still))
+        out = _render_images(handle, face, coeffs, expression_scale, batch_size)
         out["ui"]["sadtalker_curves"] = [coeffs.curves()]
         return out
 
