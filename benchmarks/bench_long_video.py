@@ -17,7 +17,7 @@ prepared (``/proc/self/clear_refs``), so it covers the measured stage only (plus
 resident). Linux only.
 
     .venv/bin/python -m benchmarks.bench_long_video coeffs --seconds 10 60 600
-    .venv/bin/python -m benchmarks.bench_long_video stream --frames 3 30
+    .venv/bin/python -m benchmarks.bench_long_video stream --frames 2 20
 
 Stand-in weights (``sadtalker_models/stand_in_weights.py``) are written to ``--weights`` once.
 """
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("--seconds", type=float, nargs="+", default=[10.0, 60.0, 600.0])
     co.add_argument("--whole", action="store_true", help="(child) / also measure the old whole-window path")
     st = sub.add_parser("stream", help="streamed VIDEO node vs IMAGE node")
-    st.add_argument("--frames", type=int, nargs="+", default=[3, 30])
+    st.add_argument("--frames", type=int, nargs="+", default=[2, 20])
     st.add_argument("--modes", nargs="+", default=["crop", "full"], choices=("crop", "full"))
     st.add_argument("--paths", nargs="+", default=["video", "image"], choices=("video", "image"))
     st.add_argument("--batch-size", type=int, default=2)
