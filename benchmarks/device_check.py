@@ -111,7 +111,7 @@ def render_case_frames(t: dict, nets, mapping, device: torch.device, dtype: torc
     with torch.inference_mode():
         state = renderer.encode_source(t["source_image"].to(device), inputs.source_semantics)
         kp_driving = renderer.driving_keypoints(state, inputs.target_semantics, inputs.yaw, inputs.pitch, inputs.roll)
-        frames = renderer.render(state, inputs, batch_size=2, out_device="cpu")
+        frames = torch.cat(list(renderer.iter_frames(state, inputs, batch_size=2, out_device="cpu")))
     nets.generator.to(dtype=torch.float32)
     return state, kp_driving, frames
 
