@@ -202,7 +202,7 @@ def ours_render(renderer: FaceRenderer, image: torch.Tensor, src: torch.Tensor, 
         for _ in renderer.iter_frames(state, tgt, batch_size=batch, out_device="cpu"):
             pass
         return None
-    return renderer.render(state, tgt, batch_size=batch, out_device="cpu")
+    return torch.cat(list(renderer.iter_frames(state, tgt, batch_size=batch, out_device="cpu")))
 
 
 def low_precision_nets(nets: Nets, dtype: torch.dtype) -> Nets:

@@ -231,22 +231,3 @@ def extract_coeff_3dmm_batch(
     full = torch.cat(outs, dim=0)
     trans = np.stack([a.trans_params for a in alignments])
     return full, coeff_3dmm_from_full(full, trans)
-
-
-def extract_coeff_3dmm_frames(
-    recon: torch.nn.Module,
-    images: Sequence[np.ndarray],
-    lm68s: Sequence[np.ndarray],
-    batch_size: int = 16,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """Many frames (each ``(H,W,3)`` uint8) with their landmarks -> ``coeff_3dmm (N,73)`` float32.
-
-    Frames whose landmarks are the all -1 marker use the standard-point fallback (§4.8); the
-    caller decides whether to carry previous landmarks forward instead.
-    """
-    if len(images) != len(lm68s):
-        raise ValueError(f"Got {len(images)} frames but {len(lm68s)} landmark arrays; they must match one to one.")
-    alignments = [align_to_224(img, lm) for img, lm in zip(images, lm68s)]
-    return extract_coeff_3dmm_batch(recon, alignments, batch_size, device, dtype)[1]

@@ -596,8 +596,3 @@ def background_frame(background: Any, index: int, face: SourceFace) -> np.ndarra
     if frame.dtype != np.uint8:
         frame = np.rint(np.clip(frame.astype(np.float32), 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
     return np.ascontiguousarray(frame)
-
-
-def render_all(models: SadTalkerModels, face: SourceFace, coeffs: Coefficients, **kwargs) -> np.ndarray:
-    """All frames of :func:`render_frames` as one ``(T, H, W, 3)`` uint8 array."""
-    return np.concatenate(list(render_frames(models, face, coeffs, **kwargs)), axis=0)

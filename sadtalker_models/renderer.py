@@ -273,25 +273,6 @@ class FaceRenderer:
         if pending is not None:
             yield _finished(pending, progress, total)
 
-    def render(self, state: SourceState, inputs: RenderInputsLike | torch.Tensor, batch_size: int = 2,
-               progress: ProgressCallback | None = None,
-               out_device: torch.device | str | None = "cpu") -> torch.Tensor:
-        """All frames `(T, 3, S, S)` float32 in 0..1 on `out_device` (see `iter_frames`)."""
-        target, _ = _unpack_inputs(inputs)
-        total = int(target.shape[0])
-        out: torch.Tensor | None = None
-        done = 0
-        for frames in self.iter_frames(state, inputs, batch_size, progress, out_device):
-            if out is None:
-                out = frames.new_empty((total, *frames.shape[1:]))
-            out[done:done + frames.shape[0]] = frames
-            done += frames.shape[0]
-        if out is None:
-            size = state.size
-            device = out_device if out_device is not None else self.device
-            out = torch.empty((0, 3, size, size), dtype=torch.float32, device=device)
-        return out
-
     # ------------------------------------------------------------------ helpers
     @property
     def _kp_dtype(self) -> torch.dtype:

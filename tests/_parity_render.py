@@ -81,7 +81,8 @@ def check_render(case, models, mapping) -> None:
         _check_keypoints(f"{case.name} kp_driving", kp_driving, t["kp_driving"])
 
         calls: list[tuple[int, int]] = []
-        frames = renderer.render(state, inputs, batch_size=2, progress=lambda d, n: calls.append((d, n)))
+        frames = torch.cat(list(renderer.iter_frames(state, inputs, batch_size=2,
+                                                     progress=lambda d, n: calls.append((d, n)))))
     finally:
         if not was_fused:
             models.generator.unfuse()

@@ -87,7 +87,8 @@ def test_batched_extraction_matches_single(recon, parity_face):
     image, lm = parity_face
     frames = [image, image[:, ::-1].copy()]
     lms = [lm, np.full((68, 2), -1.0, dtype=np.float32)]
-    batched = F.extract_coeff_3dmm_frames(recon, frames, lms, batch_size=2)
+    alignments = [F.align_to_224(f, lm) for f, lm in zip(frames, lms)]
+    batched = F.extract_coeff_3dmm_batch(recon, alignments, batch_size=2)[1]
     assert batched.shape == (2, 73)
     for i in range(2):
         full, single = F.extract_coeff_3dmm(recon, frames[i], lms[i])
@@ -117,7 +118,3 @@ def test_tiny_face_is_rejected():
     with pytest.raises(ValueError, match="too small"):
         F.align_to_224(np.zeros((64, 64, 3), np.uint8), lm)
 
-
-def test_frames_and_landmarks_must_pair(recon):
-    with pytest.raises(ValueError, match="match"):
-        F.extract_coeff_3dmm_frames(recon, [_image(64)], [])

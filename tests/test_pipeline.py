@@ -34,8 +34,8 @@ def test_bf16_renders_generator_only_in_bf16(weights_dir, face_and_coeffs):
     assert models.mapping("crop").fc_t.weight.dtype == torch.float32
     assert models.nets.expnet.mapping1.weight.dtype == torch.float32
 
-    low = pipeline.render_all(models, face, coeffs, batch_size=3)
-    ref = pipeline.render_all(fp32_models, face, coeffs, batch_size=3)
+    low = np.concatenate(list(pipeline.render_frames(models, face, coeffs, batch_size=3)))
+    ref = np.concatenate(list(pipeline.render_frames(fp32_models, face, coeffs, batch_size=3)))
     width, height = pipeline.output_size(face)  # crop modes keep the crop's aspect ratio
     assert low.shape == ref.shape == (coeffs.num_frames, height, width, 3) and low.dtype == np.uint8
     diff = np.abs(low.astype(np.int16) - ref.astype(np.int16))

@@ -21,6 +21,11 @@ SIZE = 128
 FRAMES = 5
 
 
+def all_frames(renderer: FaceRenderer, *args, **kwargs) -> torch.Tensor:
+    """Every frame of ``renderer.iter_frames(*args, **kwargs)`` as one ``(T, 3, S, S)`` tensor."""
+    return torch.cat(list(renderer.iter_frames(*args, **kwargs)))
+
+
 def _windows(coeffs: torch.Tensor) -> torch.Tensor:
     """(T, C) -> (T, C, 27) windows of radius 13 with clamped indices."""
     t = coeffs.shape[0]
@@ -64,7 +69,7 @@ def baseline(fused, inputs):
     image, inp = inputs
     state = fused.encode_source(image, inp.source_semantics)
     calls: list[tuple[int, int]] = []
-    frames = fused.render(state, inp, batch_size=2, progress=lambda d, n: calls.append((d, n)))
+    frames = all_frames(fused, state, inp, batch_size=2, progress=lambda d, n: calls.append((d, n)))
     return state, frames, calls
 
 
@@ -80,7 +85,7 @@ def test_output_shape_dtype_range_and_progress(baseline):
 def test_frames_do_not_depend_on_batch_size(fused, inputs, baseline, batch_size):
     _, inp = inputs
     state, want, _ = baseline
-    got = fused.render(state, inp, batch_size=batch_size)
+    got = all_frames(fused, state, inp, batch_size=batch_size)
     assert (got - want).abs().max().item() <= 1e-5
 
 
@@ -109,7 +114,7 @@ def test_progress_exception_cancels(fused, inputs, baseline):
         raise Cancelled
 
     with pytest.raises(Cancelled):
-        fused.render(state, inp, batch_size=1, progress=progress)
+        all_frames(fused, state, inp, batch_size=1, progress=progress)
     assert seen == [1]
 
 
@@ -121,7 +126,7 @@ def test_fused_matches_unfused_and_module_forward(nets, inputs, baseline):
     plain_kp, plain_gen = copy.deepcopy(kp), copy.deepcopy(gen)
     plain = FaceRenderer(plain_kp, plain_gen, mapping).optimize(fuse=False)
     state = plain.encode_source(image, inp.source_semantics)
-    got = plain.render(state, inp, batch_size=FRAMES)
+    got = all_frames(plain, state, inp, batch_size=FRAMES)
     assert (got - want).abs().max().item() <= 1e-4
 
     kp_driving = plain.driving_keypoints(state, inp.target_semantics[:2], yaw=inp.yaw[:2])
@@ -187,7 +192,7 @@ def test_reduced_precision_renderer(nets, inputs, baseline):
     assert low.dtype == torch.bfloat16
     state = low.encode_source(image, inp.source_semantics)
     assert state.kp_source.dtype == torch.float32
-    frames = low.render(state, inp.target_semantics[:1], batch_size=1, out_device=None)
+    frames = all_frames(low, state, inp.target_semantics[:1], batch_size=1, out_device=None)
     assert frames.dtype == torch.float32 and frames.shape == (1, 3, SIZE, SIZE)
     assert (frames - want[:1]).abs().mean().item() < 0.02
 

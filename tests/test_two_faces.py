@@ -32,7 +32,7 @@ def test_second_face_is_pasted_onto_the_background_frames(models, right_face):
     background = torch.from_numpy(np.stack([picture, picture // 2])).float() / 255.0
     wave = torch.sin(torch.arange(2 * 640) / 5.0)[None] * 0.3          # 2 frames of 25 fps
     coeffs = pipeline.audio_to_coefficients(models, right_face, wave, 16000, seed=1)
-    frames = pipeline.render_all(models, right_face, coeffs, background=background, batch_size=2)
+    frames = np.concatenate(list(pipeline.render_frames(models, right_face, coeffs, background=background, batch_size=2)))
     assert frames.shape == (2, h, w, 3)
     x0, y0, x1, y1 = right_face.crop_info.region
     outside = np.ones((h, w), bool)
