@@ -32,7 +32,7 @@ import run_comfyui_workflows as runner   # the sibling script (this folder is on
 log = logging.getLogger("screenshot_comfyui_workflows")
 VIEWPORT = {"width": 1600, "height": 860}
 MAX_BYTES = 300_000
-SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False}
+SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False}
 # an idle clip as long as the speech of the other examples (as the runner does), not the example's 5 s
 SHORTEN_IDLE = """(seconds) => {
     for (const node of window.app.graph._nodes.filter((n) => n.type === "SadTalkerIdleCoefficients")) {
@@ -116,7 +116,7 @@ def shoot(args, base: Path, playwright) -> list[Path]:
     saved = []
     try:
         server.wait_ready(args.startup_timeout)
-        server.post("/settings", SETTINGS)   # no first-visit template browser, no minimap over the nodes
+        server.post("/settings", SETTINGS)   # no first-visit template browser, minimap or canvas statistics
         browser = playwright.chromium.launch(executable_path=args.chromium, headless=True,
                                              args=["--no-sandbox", "--disable-gpu"])
         try:
@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     runner.add_setup_arguments(parser)
     parser.set_defaults(seconds=0.13)   # 3 frames, so the curves have a shape
-    parser.add_argument("--out", type=Path, default=runner.REPO / "docs" / "images", help="folder for the PNGs")
+    parser.add_argument("--out", type=Path, default=runner.REPO / "docs" / "images" / "comfyui",
+                        help="folder for the PNGs")
     parser.add_argument("--chromium", help="Chromium executable (default: found on PATH)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
