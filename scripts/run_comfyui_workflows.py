@@ -14,11 +14,12 @@ in ComfyUI's Python (``--python``, default: the Python running this script).
    GFPGANv1.4 into ``models/facerestore_models``;
 2. puts short inputs from the pack's ``tests/data/media`` in ``input/`` under the names the
    workflows use (a fraction of a second of speech, so the CPU renders only a few frames), plus
-   odd-sized pictures (451x675, 211x317);
+   odd-sized pictures (451x675, 211x317, 221x333);
 3. starts ``main.py --cpu`` on a free port with that base folder;
 4. converts each example workflow (UI format) into an API prompt, mapping ``widgets_values`` to
    input names with the server's ``/object_info``, and adds derived cases: odd-sized pictures in
-   ``full`` and ``crop`` mode with paste-back through core Create Video -> Save Video, and (when
+   ``full``, ``crop`` and ``resize`` mode with paste-back through core Create Video -> Save Video
+   (``resize`` gives an odd row count before evening), and (when
    VideoHelperSuite is loaded) VHS Load Video -> Reference Video to Coefficients and Render ->
    VHS Video Combine;
 5. queues each prompt, waits for it, and checks every video it saved: one video stream with even
@@ -57,6 +58,7 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov")
 ODD_FULL = (451, 675)     # full mode, paste-back: the output must be even and about this size
 ODD_CROP = (211, 317)     # crop mode, paste-back
+ODD_RESIZE = (221, 333)   # resize mode: the crop's aspect gives int(256 * 333 / 221) = 385 rows before evening
 
 log = logging.getLogger("run_comfyui_workflows")
 
@@ -147,7 +149,7 @@ def prepare_inputs(ffmpeg: str, media: Path, input_dir: Path, seconds: float, re
                                                                 str(media / "art_0.png")]
     ffmpeg_run(ffmpeg, *source, "-t", f"{ref_seconds:.3f}", "-an", "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2",
                "-c:v", "libx264", "-pix_fmt", "yuv420p", str(input_dir / "reference.mp4"), what="cut the reference video")
-    for (width, height) in (ODD_FULL, ODD_CROP):
+    for (width, height) in (ODD_FULL, ODD_CROP, ODD_RESIZE):
         ffmpeg_run(ffmpeg, "-i", str(media / "full_body_1.png"), "-vf", f"scale={width}:{height}:flags=bicubic",
                    str(input_dir / f"odd_{width}x{height}.png"), what="make an odd-sized picture")
 
@@ -395,6 +397,9 @@ def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool
     plain.sort(key=lambda p: not nodes_of(p, "LoadAudio"))   # a speech-driven example first (stable)
     cases.append(odd_picture_case(plain[0], frames, "full", ODD_FULL))
     cases.append(odd_picture_case(plain[0], frames, "crop", ODD_CROP))
+    resize = odd_picture_case(plain[0], frames, "resize", ODD_RESIZE)
+    resize.size = (256, 386)   # 256 x int(256 * 333 / 221) = 385 rows, made even
+    cases.append(resize)
     if "LoadImageDataSetFromFolder" in object_info:
         cases.append(picture_list_case(plain[0], frames))
     reference = [p for p in prompts.values() if nodes_of(p, "SadTalkerReferenceToCoefficients")

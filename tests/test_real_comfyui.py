@@ -37,8 +37,9 @@ def test_example_workflows_run_in_real_comfyui(weights_dir):
     assert proc.returncode == 0, output[-12000:]
     last = output.strip().splitlines()[-1]
     examples = len(list((REPO / "workflows").glob("*.json")) + list((REPO / "example_workflows").glob("*.json")))
-    # every example, the two odd-sized pictures, the cached re-queue and the list of two pictures
+    # every example, the three odd-sized pictures, the cached re-queue and the list of two pictures
     # (+ the VHS case with VideoHelperSuite)
-    assert re.search(rf"all {examples + 4 + bool(extra)} cases passed$", last), last
+    assert re.search(rf"all {examples + 5 + bool(extra)} cases passed$", last), last
     assert "PASSED list of 2 pictures (Load Image Dataset from Folder) -> one video each" in output
     assert "PASSED odd 451x675 full -> CreateVideo -> SaveVideo" in output
+    assert "PASSED odd 221x333 resize -> CreateVideo -> SaveVideo" in output
