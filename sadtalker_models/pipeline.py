@@ -205,8 +205,7 @@ class SourceFace:
     original: np.ndarray      # (H0, W0, 3) uint8, the untouched input (paste-back target)
     preprocess: str
     size: int
-    landmark_backend: str = ""
-    data: Any = None          # the face pipeline's FaceData, for anything else it carries
+    data: Any = None          # the face pipeline's FaceData: every face found (faces) and the one used (face_index)
 
     @property
     def paste_back_possible(self) -> bool:
@@ -240,7 +239,7 @@ def prepare_face(models: SadTalkerModels, image: Any, preprocess: str = "crop", 
         data = face_prepare(original, preprocess, size, detector, models.nets.recon, face_index, mask)
     return SourceFace(np.ascontiguousarray(data.image), data.crop_info,
                       torch.as_tensor(data.coeff_3dmm).float().cpu().reshape(1, -1),
-                      original, preprocess, size, getattr(detector, "name", ""), data)
+                      original, preprocess, size, data=data)
 
 
 def reference_coefficients(models: SadTalkerModels, frames: Iterable[Any], landmark_backend: str = "auto",
