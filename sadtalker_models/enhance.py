@@ -484,6 +484,48 @@ def enhance_frames(
         (frames, stats): frames of shape (T, H·upscale, W·upscale, 3) with the input's kind
         (numpy/torch) and dtype (uint8 or float, 0..1), and :class:`EnhanceStats`.
     """
+    upscale = _check_enhance_args(strength, upscale, batch_size, detector, landmarks)
+    array, out_device = _frames_as_numpy(frames)
+    total, height, width = array.shape[:3]
+    if landmarks is not None and len(landmarks) != total:
+        raise ValueError(f"Got landmarks for {len(landmarks)} frames but there are {total} frames.")
+    pixels = _Pixels(array.dtype)
+    out = np.empty((total, height * upscale, width * upscale, 3), dtype=pixels.out_dtype)
+    mask = feather_mask(TEMPLATE_SIZE)
+    architecture = str(getattr(restorer, "architecture", type(restorer).__name__))
+    stats = EnhanceStats(total_frames=total, enhanced_frames=0, architecture=architecture, upscale=upscale)
+
+    for start in range(0, total, batch_size):
+        stop = min(start + batch_size, total)
+        floats, crops, transforms = _align_batch(array, range(start, stop), pixels, strength, detector, landmarks,
+                                                 stats)
+        restored = _restore(restorer, crops)
+        face_index = 0
+        for offset, (frame, matrix) in enumerate(zip(floats, transforms)):
+            if upscale > 1:
+                canvas = cv2.resize(frame, (width * upscale, height * upscale), interpolation=cv2.INTER_LANCZOS4)
+                np.clip(canvas, 0.0, 1.0, out=canvas)
+            else:
+                canvas = frame.copy() if not pixels.is_uint8 else frame
+            if matrix is not None and restored is not None:
+                if paste_face(canvas, restored[face_index], matrix, mask, strength, upscale):
+                    stats.enhanced_frames += 1
+                else:
+                    stats.frames_without_face.append(start + offset)
+                face_index += 1
+            out[start + offset] = pixels.store(canvas)
+        if progress is not None:
+            progress(stop, total)
+
+    _log_stats(stats)
+    if out_device is not None:
+        return torch.from_numpy(out).to(out_device), stats
+    return out, stats
+
+
+def _check_enhance_args(strength: float, upscale: int, batch_size: int, detector: LandmarkDetector | None,
+                        landmarks: Sequence[np.ndarray | None] | np.ndarray | None) -> int:
+    """Readable errors for enhance_frames' settings; returns ``upscale`` as an int."""
     if not 0.0 <= float(strength) <= 1.0:
         raise ValueError(f"strength must be within 0..1, got {strength}")
     upscale = int(upscale)
@@ -493,89 +535,82 @@ def enhance_frames(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if detector is None and landmarks is None:
         raise ValueError("enhance_frames needs a landmark detector or precomputed landmarks.")
+    return upscale
 
-    is_tensor = isinstance(frames, torch.Tensor)
-    if is_tensor:
-        out_device = frames.device
-        array = frames.detach().cpu().numpy()
+
+def _frames_as_numpy(frames: np.ndarray | torch.Tensor) -> tuple[np.ndarray, torch.device | None]:
+    """(T, H, W, 3) frames as a numpy array, and the tensor's device to return to (None for numpy)."""
+    if isinstance(frames, torch.Tensor):
+        array, device = frames.detach().cpu().numpy(), frames.device
     else:
-        array = np.asarray(frames)
+        array, device = np.asarray(frames), None
     if array.ndim != 4 or array.shape[-1] != 3:
         raise ValueError(f"Expected frames of shape (T, H, W, 3), got {array.shape}")
-    total, height, width = array.shape[:3]
-    if landmarks is not None and len(landmarks) != total:
-        raise ValueError(f"Got landmarks for {len(landmarks)} frames but there are {total} frames.")
-    is_uint8 = array.dtype == np.uint8
-    out_dtype = np.uint8 if is_uint8 else (array.dtype if np.issubdtype(array.dtype, np.floating) else np.float32)
-    out = np.empty((total, height * upscale, width * upscale, 3), dtype=out_dtype)
+    return array, device
 
-    mask = feather_mask(TEMPLATE_SIZE)
-    border = tuple(v / 255.0 for v in _BORDER_RGB)
-    architecture = str(getattr(restorer, "architecture", type(restorer).__name__))
-    stats = EnhanceStats(total_frames=total, enhanced_frames=0, architecture=architecture, upscale=upscale)
 
-    def as_float(frame: np.ndarray) -> np.ndarray:
-        if is_uint8:
+class _Pixels:
+    """The input's pixel format (uint8 0..255 or float 0..1): work in float32, give back the input's kind."""
+
+    def __init__(self, dtype: np.dtype):
+        self.is_uint8 = dtype == np.uint8
+        self.out_dtype = np.uint8 if self.is_uint8 else (dtype if np.issubdtype(dtype, np.floating) else np.float32)
+
+    def as_float(self, frame: np.ndarray) -> np.ndarray:
+        if self.is_uint8:
             return frame.astype(np.float32) * np.float32(1.0 / 255.0)
         return frame.astype(np.float32, copy=False)
 
-    def as_uint8(frame: np.ndarray) -> np.ndarray:
-        if is_uint8:
+    def as_uint8(self, frame: np.ndarray) -> np.ndarray:
+        if self.is_uint8:
             return frame
         return (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
-    for start in range(0, total, batch_size):
-        stop = min(start + batch_size, total)
-        floats: list[np.ndarray] = []
-        crops: list[np.ndarray] = []
-        transforms: list[np.ndarray | None] = []
-        for index in range(start, stop):
-            frame = as_float(array[index])
-            floats.append(frame)
-            if strength == 0.0:  # nothing to blend: skip detection and the network
-                transforms.append(None)
-                continue
-            points = _frame_points(index, lambda i=index: as_uint8(array[i]), detector, landmarks)
-            if points is None:
-                transforms.append(None)
-                stats.frames_without_face.append(index)
-                continue
-            matrix = alignment_transform(points)
-            transforms.append(matrix)
-            crops.append(
-                cv2.warpAffine(
-                    frame, matrix, (TEMPLATE_SIZE, TEMPLATE_SIZE), flags=cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_CONSTANT, borderValue=border,
-                )
-            )
+    def store(self, canvas: np.ndarray) -> np.ndarray:
+        """A float32 result frame in the output's format."""
+        if self.is_uint8:
+            return np.clip(np.rint(canvas * 255.0), 0, 255).astype(np.uint8)
+        return canvas
 
-        restored: np.ndarray | None = None
-        if crops:
-            batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
-            result = restorer.restore(batch)
-            restored = result.detach().float().clamp(0.0, 1.0).permute(0, 2, 3, 1).cpu().numpy()
 
-        face_index = 0
-        for offset, (frame, matrix) in enumerate(zip(floats, transforms)):
-            if upscale > 1:
-                canvas = cv2.resize(frame, (width * upscale, height * upscale), interpolation=cv2.INTER_LANCZOS4)
-                np.clip(canvas, 0.0, 1.0, out=canvas)
-            else:
-                canvas = frame.copy() if not is_uint8 else frame
-            if matrix is not None and restored is not None:
-                if paste_face(canvas, restored[face_index], matrix, mask, strength, upscale):
-                    stats.enhanced_frames += 1
-                else:
-                    stats.frames_without_face.append(start + offset)
-                face_index += 1
-            if is_uint8:
-                out[start + offset] = np.clip(np.rint(canvas * 255.0), 0, 255).astype(np.uint8)
-            else:
-                out[start + offset] = canvas
-        if progress is not None:
-            progress(stop, total)
+def _align_batch(array: np.ndarray, indices: range, pixels: _Pixels, strength: float,
+                 detector: LandmarkDetector | None, landmarks: Sequence[np.ndarray | None] | np.ndarray | None, stats: EnhanceStats) -> tuple[list[np.ndarray], list[np.ndarray], list]:
+    """For frames ``indices``: float32 frames ``(H, W, 3)``, the aligned 512 face crops of those with a
+    usable face, and per frame its alignment matrix (2, 3) or None (noted in ``stats``)."""
+    border = tuple(v / 255.0 for v in _BORDER_RGB)
+    floats: list[np.ndarray] = []
+    crops: list[np.ndarray] = []
+    transforms: list[np.ndarray | None] = []
+    for index in indices:
+        frame = pixels.as_float(array[index])
+        floats.append(frame)
+        if strength == 0.0:  # nothing to blend: skip detection and the network
+            transforms.append(None)
+            continue
+        points = _frame_points(index, lambda i=index: pixels.as_uint8(array[i]), detector, landmarks)
+        if points is None:
+            transforms.append(None)
+            stats.frames_without_face.append(index)
+            continue
+        matrix = alignment_transform(points)
+        transforms.append(matrix)
+        crops.append(cv2.warpAffine(frame, matrix, (TEMPLATE_SIZE, TEMPLATE_SIZE), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_CONSTANT, borderValue=border))
+    return floats, crops, transforms
 
+
+def _restore(restorer: Restorer, crops: list[np.ndarray]) -> np.ndarray | None:
+    """Aligned crops ``(512, 512, 3)`` float 0..1 -> restored ``(n, 512, 512, 3)`` float32 (None for none)."""
+    if not crops:
+        return None
+    batch = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
+    result = restorer.restore(batch)
+    return result.detach().float().clamp(0.0, 1.0).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _log_stats(stats: EnhanceStats) -> None:
     stats.frames_without_face.sort()
+    total = stats.total_frames
     if stats.frames_without_face:
         shown = ", ".join(str(i) for i in stats.frames_without_face[:10])
         more = "" if stats.skipped_frames <= 10 else ", ..."
@@ -583,8 +618,5 @@ def enhance_frames(
             "face enhance: %d of %d frames had no usable face and passed through unchanged (frames %s%s)",
             stats.skipped_frames, total, shown, more,
         )
-    logger.info("face enhance: restored %d of %d frames with %s (upscale x%d)", stats.enhanced_frames, total, architecture, upscale)
-
-    if is_tensor:
-        return torch.from_numpy(out).to(out_device), stats
-    return out, stats
+    logger.info("face enhance: restored %d of %d frames with %s (upscale x%d)", stats.enhanced_frames, total,
+                stats.architecture, stats.upscale)
