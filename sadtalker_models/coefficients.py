@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -278,14 +279,7 @@ def audio_to_coefficients(
     Returns:
         :class:`CoeffResult`; ``coeffs`` is ``(T, 70)`` float32.
     """
-    if isinstance(indiv_mels, MelWindows):
-        mels = indiv_mels
-    else:
-        mels = torch.as_tensor(indiv_mels).detach().to("cpu", torch.float32)
-        if mels.ndim == 3:
-            mels = mels[None, :, None]
-        if mels.ndim != 5 or mels.shape[0] != 1 or mels.shape[2:] != (1, 80, 16) or mels.shape[1] < 1:
-            raise ValueError(f"indiv_mels must be shaped (1, T, 1, 80, 16) with T >= 1; got {tuple(indiv_mels.shape)}.")
+    mels = _mel_input(indiv_mels)
     t = _num_frames(mels)
     src = torch.as_tensor(source_coeff).detach().to("cpu", torch.float32).reshape(1, -1)
     if src.shape[1] < 70:
@@ -295,7 +289,7 @@ def audio_to_coefficients(
 
     gen = None
 
-    def _gen() -> torch.Generator:
+    def _gen() -> torch.Generator:   # made on first use: the blink schedule draws first, then the pose noise
         nonlocal gen
         if gen is None:
             gen = make_generator(generator)
@@ -304,31 +298,8 @@ def audio_to_coefficients(
     ref_pose_t = None
     if ref_pose is not None:
         ref_pose_t = tile_to_length(check_reference(ref_pose, "ref_pose", 70)[:, 64:70], t)
-
-    ref = src[:, :70].expand(t, -1).clone()[None]  # (1, T, 70)
-    if ref_eyeblink is not None:
-        eb = tile_to_length(check_reference(ref_eyeblink, "ref_eyeblink", 64), t)
-        ref[0, :, :64] = eb[:, :64]
-        ratio = torch.zeros(1, t, 1)
-    elif blink_ratio is not None:
-        ratio = torch.as_tensor(blink_ratio).detach().to("cpu", torch.float32).reshape(1, -1, 1)
-        if ratio.shape[1] != t:
-            raise ValueError(f"blink_ratio has {ratio.shape[1]} frames but the audio has {t}.")
-    elif blink:
-        ratio = blink_schedule(t, _gen())
-    else:
-        ratio = torch.zeros(1, t, 1)
-
-    chunks = num_pose_chunks(t)
-    if z is None:
-        g = _gen()
-        z_t = torch.stack([torch.randn(1, LATENT_SIZE, generator=g) for _ in range(chunks)]) if chunks else torch.zeros(0, 1, LATENT_SIZE)
-    else:
-        z_t = torch.as_tensor(z).detach().to("cpu", torch.float32)
-        if z_t.ndim == 2:
-            z_t = z_t[:, None]
-        if z_t.shape != (chunks, 1, LATENT_SIZE):
-            raise ValueError(f"z must be shaped ({chunks}, 1, {LATENT_SIZE}) for {t} frames; got {tuple(z_t.shape)}.")
+    ref, ratio = _expression_reference(src, t, ref_eyeblink, blink_ratio, blink, _gen)
+    z_t = _pose_noise(z, t, _gen)
 
     with torch.inference_mode():
         exp = run_expnet(expnet, mels, ref[:, :, :64], ratio, device, dtype)
@@ -338,3 +309,50 @@ def audio_to_coefficients(
     if ref_pose_t is not None:
         coeffs[:, 64:70] += ref_pose_t - ref_pose_t[0:1]
     return CoeffResult(exp=exp, pose_raw=pose_raw, pose_smooth=pose_smooth, coeffs=coeffs, ratio=ratio, z=z_t)
+
+
+def _mel_input(indiv_mels: torch.Tensor | MelWindows) -> torch.Tensor | MelWindows:
+    """:class:`MelWindows` as they are; a tensor ``(T, 80, 16)`` or ``(1, T, 1, 80, 16)`` as the latter
+    (float32, CPU), with a readable error for other shapes."""
+    if isinstance(indiv_mels, MelWindows):
+        return indiv_mels
+    mels = torch.as_tensor(indiv_mels).detach().to("cpu", torch.float32)
+    if mels.ndim == 3:
+        mels = mels[None, :, None]
+    if mels.ndim != 5 or mels.shape[0] != 1 or mels.shape[2:] != (1, 80, 16) or mels.shape[1] < 1:
+        raise ValueError(f"indiv_mels must be shaped (1, T, 1, 80, 16) with T >= 1; got {tuple(indiv_mels.shape)}.")
+    return mels
+
+
+def _expression_reference(src: torch.Tensor, t: int, ref_eyeblink: torch.Tensor | None,
+                          blink_ratio: torch.Tensor | None, blink: bool,
+                          generator: Callable[[], torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+    """ExpNet's reference ``(1, T, 70)`` (the source's coefficients, with a reference video's expression
+    when ``ref_eyeblink`` is given) and the blink ratio ``(1, T, 1)`` (zero with ``ref_eyeblink``)."""
+    ref = src[:, :70].expand(t, -1).clone()[None]
+    if ref_eyeblink is not None:
+        eb = tile_to_length(check_reference(ref_eyeblink, "ref_eyeblink", 64), t)
+        ref[0, :, :64] = eb[:, :64]
+        return ref, torch.zeros(1, t, 1)
+    if blink_ratio is not None:
+        ratio = torch.as_tensor(blink_ratio).detach().to("cpu", torch.float32).reshape(1, -1, 1)
+        if ratio.shape[1] != t:
+            raise ValueError(f"blink_ratio has {ratio.shape[1]} frames but the audio has {t}.")
+        return ref, ratio
+    return ref, blink_schedule(t, generator()) if blink else torch.zeros(1, t, 1)
+
+
+def _pose_noise(z: torch.Tensor | None, t: int, generator: Callable[[], torch.Generator]) -> torch.Tensor:
+    """PoseVAE noise ``(num_pose_chunks(T), 1, 64)``: ``z`` checked, or drawn from ``generator()``."""
+    chunks = num_pose_chunks(t)
+    if z is None:
+        if not chunks:
+            return torch.zeros(0, 1, LATENT_SIZE)
+        g = generator()
+        return torch.stack([torch.randn(1, LATENT_SIZE, generator=g) for _ in range(chunks)])
+    z_t = torch.as_tensor(z).detach().to("cpu", torch.float32)
+    if z_t.ndim == 2:
+        z_t = z_t[:, None]
+    if z_t.shape != (chunks, 1, LATENT_SIZE):
+        raise ValueError(f"z must be shaped ({chunks}, 1, {LATENT_SIZE}) for {t} frames; got {tuple(z_t.shape)}.")
+    return z_t
