@@ -139,29 +139,24 @@ def reference_coefficients_with_stats(
         seen += 1
         rgb = to_rgb_uint8(frame, f"reference video frame {idx}")
         if info is None:
-            if mode == "resize":
-                info = make_crop_info(None, (rgb.shape[1], rgb.shape[0]), mode)
-            else:
-                lm = detector.detect(rgb)
-                if lm is None:
-                    pending.append(rgb)
-                    if len(pending) > MAX_FRAMES_BEFORE_FACE:
-                        raise ValueError(
-                            f"No face was found in the first {len(pending)} frames of the reference "
-                            f"video (landmark backend: {detector.name}); use a video that shows a face."
-                        )
-                    continue
-                check_face_size(lm, f"reference video frame {idx}")
-                info = make_crop_info(lm, (rgb.shape[1], rgb.shape[0]), mode)
-                stats.box_frame = idx
-                if pending:
-                    logger.warning(
-                        "Reference video: no face in the first %d frame(s); the crop box comes from frame %d.",
-                        len(pending), idx,
+            info = _crop_box(rgb, idx, mode, detector)
+            if info is None:   # no face yet: these frames are cut once a later frame gives the box
+                pending.append(rgb)
+                if len(pending) > MAX_FRAMES_BEFORE_FACE:
+                    raise ValueError(
+                        f"No face was found in the first {len(pending)} frames of the reference "
+                        f"video (landmark backend: {detector.name}); use a video that shows a face."
                     )
-                for old in pending:
-                    run(old)
-                pending.clear()
+                continue
+            stats.box_frame = idx
+            if pending:
+                logger.warning(
+                    "Reference video: no face in the first %d frame(s); the crop box comes from frame %d.",
+                    len(pending), idx,
+                )
+            for old in pending:
+                run(old)
+            pending.clear()
         run(rgb)
     if seen == 0:
         raise ValueError("The reference video has no frames.")
@@ -171,7 +166,23 @@ def reference_coefficients_with_stats(
             f"(landmark backend: {detector.name}); use a video that shows a face."
         )
     flush()
-    coeff = torch.cat(outs, dim=0)
+    _log_stats(stats)
+    return ReferenceCoefficients(coeff_3dmm=torch.cat(outs, dim=0), stats=stats, crop_info=info)
+
+
+def _crop_box(rgb: np.ndarray, idx: int, mode: str, detector: LandmarkDetector) -> CropInfo | None:
+    """The crop box of the video from frame ``idx`` ``(H, W, 3)``: the whole frame in resize mode, else
+    the face's box (None when the frame has no face; ValueError for a face too small)."""
+    if mode == "resize":
+        return make_crop_info(None, (rgb.shape[1], rgb.shape[0]), mode)
+    lm = detector.detect(rgb)
+    if lm is None:
+        return None
+    check_face_size(lm, f"reference video frame {idx}")
+    return make_crop_info(lm, (rgb.shape[1], rgb.shape[0]), mode)
+
+
+def _log_stats(stats: ReferenceStats) -> None:
     if stats.without_face:
         logger.warning(
             "Reference video: %d of %d frames had no detectable face (%d reused the previous "
@@ -180,7 +191,6 @@ def reference_coefficients_with_stats(
         )
     else:
         logger.info("Reference video: face found in all %d frames.", stats.frames)
-    return ReferenceCoefficients(coeff_3dmm=coeff, stats=stats, crop_info=info)
 
 
 def reference_coefficients(
