@@ -277,7 +277,7 @@ def stream_rows(device: torch.device, weights_root: Path, frame_counts: list[int
     with tempfile.TemporaryDirectory(prefix="device_check_") as work:
         for n in frame_counts:
             coeffs = pipeline.Coefficients(coeffs=torch.randn(n, 70, generator=g) * 0.1,
-                                           audio=pipeline.comfy_audio(np.zeros((1, n * 640), np.float32), 16000))
+                                           audio=pipeline.as_audio(np.zeros((1, n * 640), np.float32), 16000))
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             start = time.perf_counter()
