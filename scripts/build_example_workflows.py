@@ -1,4 +1,4 @@
-"""Write the example workflows in workflows/ (ComfyUI's UI format, version 0.4) and their thumbnails.
+"""Write the example workflows in example_workflows/ (ComfyUI's UI format, version 0.4) and their thumbnails.
 
 Run it after changing a node's inputs: ``python scripts/build_example_workflows.py``.
 The files are what users drag into ComfyUI (and what its template browser lists, with the
@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-OUT = REPO / "workflows"
+OUT = REPO / "example_workflows"   # the folder ComfyUI's template browser reads
 
 # widget order = the nodes' INPUT_TYPES order (required, then optional); "fixed" follows a seed
 # (its control_after_generate value).
@@ -490,7 +490,7 @@ def main() -> None:
     for name, build in WORKFLOWS.items():
         workflow = build().to_json()
         (OUT / name).write_text(json.dumps(workflow, indent=1) + "\n")
-        # ComfyUI's template browser shows workflows/<name>.jpg beside workflows/<name>.json
+        # ComfyUI's template browser shows example_workflows/<name>.jpg beside <name>.json
         thumbnail(workflow, TITLES_SHORT[name]).save(OUT / (Path(name).stem + ".jpg"), quality=88)
         logging.info("wrote %s and its thumbnail", OUT / name)
 

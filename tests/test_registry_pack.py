@@ -138,3 +138,12 @@ def test_dependencies_are_listed_once():
     assert listed["cv2"] == "opencv-python-headless>=4.8" and listed["numpy"] == "numpy>=1.24"
     needed = {m for needs in registry._NEEDS.values() for m in needs if m != "landmarks"}
     assert needed <= set(listed) and "dlib" in listed
+
+
+def test_template_browser_folder_has_a_thumbnail_per_workflow():
+    folder = "example_workflows"
+    workflows = sorted((REPO / folder).glob("*.json"))
+    assert workflows, f"{folder}/ holds the example workflows ComfyUI's template browser lists"
+    for path in workflows:
+        thumbs = [path.with_suffix(ext) for ext in (".jpg", ".png", ".webp")]
+        assert any(t.is_file() and t.stat().st_size < 200_000 for t in thumbs), path.name

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 
 # the core nodes the examples use, as ComfyUI 0.8's /object_info describes them (inputs only)
 CORE = {
@@ -302,5 +302,5 @@ def test_examples_have_template_thumbnails():
 def test_examples_are_what_the_builder_writes():
     build = builder()
     for name, make in build.WORKFLOWS.items():
-        assert make().to_json() == json.loads((REPO / "workflows" / name).read_text()), \
+        assert make().to_json() == json.loads((REPO / "example_workflows" / name).read_text()), \
             f"{name} is stale: run python scripts/build_example_workflows.py"
