@@ -54,6 +54,16 @@ BATCH_TOOLTIP = ("Frames rendered at once; higher is faster on a GPU with memory
                  "the current batch.")
 LANDMARK_TOOLTIP = "auto: face_alignment when installed with its weights, else dlib (bundled)."
 
+# inputs both render nodes (Render, Render to Video) take
+EXPRESSION_INPUT = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05, "tooltip": EXPRESSION_TOOLTIP})
+PASTE_BACK_INPUT = ("BOOLEAN", {"default": True,
+                                "tooltip": "full/extfull: paste the face back into the whole picture."})
+ANGLE_INPUTS = {
+    "yaw": ("STRING", {"default": "", "tooltip": "Head yaw path in degrees, e.g. 0,20,-10 (empty = as predicted)."}),
+    "pitch": ("STRING", {"default": "", "tooltip": "Head pitch path in degrees, e.g. 0,10."}),
+    "roll": ("STRING", {"default": "", "tooltip": "Head roll path in degrees, e.g. -5,5."}),
+}
+
 PREPROCESS_TOOLTIP = (
     "crop: the face only (fastest, square output). extcrop: the face with a margin. resize: the whole "
     "picture squashed to a square (for already-cropped portraits). full: animate the face and paste it "
@@ -357,17 +367,12 @@ class SadTalkerRender:
                 "model": (MODEL,),
                 "face": (FACE,),
                 "coefficients": (COEFFS,),
-                "expression_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
-                                               "tooltip": EXPRESSION_TOOLTIP}),
+                "expression_scale": EXPRESSION_INPUT,
                 "batch_size": ("INT", {"default": 2, "min": 1, "max": 64, "tooltip": BATCH_TOOLTIP}),
-                "paste_back": ("BOOLEAN", {"default": True,
-                                           "tooltip": "full/extfull: paste the face back into the whole picture."}),
+                "paste_back": PASTE_BACK_INPUT,
             },
             "optional": {
-                "yaw": ("STRING", {"default": "", "tooltip": "Head yaw path in degrees, e.g. 0,20,-10 (empty = "
-                                                             "as predicted)."}),
-                "pitch": ("STRING", {"default": "", "tooltip": "Head pitch path in degrees, e.g. 0,10."}),
-                "roll": ("STRING", {"default": "", "tooltip": "Head roll path in degrees, e.g. -5,5."}),
+                **ANGLE_INPUTS,
                 "background": ("IMAGE", {"tooltip": "Optional (full/extfull): paste onto these frames instead of the "
                                                     "still picture - the images of another face's Render of the same "
                                                     "picture, so two faces talk. Frame i goes onto background frame i "
@@ -622,8 +627,7 @@ class SadTalkerSimple:
             "pose_style": ("INT", {"default": 0, "min": 0, "max": options.MAX_POSE_STYLE, "tooltip": POSE_STYLE_TOOLTIP}),
             "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                              "tooltip": SEED_TOOLTIP}),
-            "expression_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
-                                           "tooltip": EXPRESSION_TOOLTIP}),
+            "expression_scale": EXPRESSION_INPUT,
             "batch_size": ("INT", {"default": 2, "min": 1, "max": 64, "tooltip": BATCH_TOOLTIP}),
         }}
 

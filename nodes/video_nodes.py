@@ -14,7 +14,8 @@ import os
 import uuid
 
 from . import comfy_glue
-from .sadtalker_nodes import CATEGORY, COEFFS, FACE, LANDMARK_BACKENDS, MODEL, _coeffs, _face, _model_handle
+from .sadtalker_nodes import (ANGLE_INPUTS, CATEGORY, COEFFS, EXPRESSION_INPUT, FACE, LANDMARK_BACKENDS, MODEL,
+                              PASTE_BACK_INPUT, _coeffs, _face, _model_handle)
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +51,11 @@ class SadTalkerRenderVideo:
                 "model": (MODEL,),
                 "face": (FACE,),
                 "coefficients": (COEFFS,),
-                "expression_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
-                                               "tooltip": "Scales the facial expression (mouth motion)."}),
+                "expression_scale": EXPRESSION_INPUT,
                 "batch_size": ("INT", {"default": 2, "min": 1, "max": 64,
                                        "tooltip": "Frames rendered (and encoded) at once; memory holds about one "
                                                   "batch. Cancelling stops after the current batch."}),
-                "paste_back": ("BOOLEAN", {"default": True,
-                                           "tooltip": "full/extfull: paste the face back into the whole picture."}),
+                "paste_back": PASTE_BACK_INPUT,
             },
             "optional": {
                 "face_restorer": (FACE_RESTORER, {"tooltip": "From 'SadTalker Face Restore Model Loader': "
@@ -68,9 +67,7 @@ class SadTalkerRenderVideo:
                                                               "does (with a face restorer)."}),
                 "landmark_backend": (LANDMARK_BACKENDS, {"default": "auto",
                                                          "tooltip": "Landmarks that align faces for the restorer."}),
-                "yaw": ("STRING", {"default": "", "tooltip": "Head yaw path in degrees, e.g. 0,20,-10."}),
-                "pitch": ("STRING", {"default": "", "tooltip": "Head pitch path in degrees, e.g. 0,10."}),
-                "roll": ("STRING", {"default": "", "tooltip": "Head roll path in degrees, e.g. -5,5."}),
+                **ANGLE_INPUTS,
             },
         }
 
