@@ -161,6 +161,17 @@ def progress_callback(total: int) -> Callable[[int, int], None]:
     return progress
 
 
+def make_room(module: Any, device: Any) -> None:
+    """Ask ComfyUI to free memory on ``device`` for ``module`` (its weights plus working room)
+    before it is moved there, the way ComfyUI frees room for its own models."""
+    import comfy.model_management as mm
+
+    free_memory = getattr(mm, "free_memory", None)
+    if free_memory is not None:
+        weights = sum(p.numel() * p.element_size() for p in module.parameters())
+        free_memory(3 * weights + (1 << 30), device)
+
+
 def check_interrupted() -> None:
     import comfy.model_management as mm
 

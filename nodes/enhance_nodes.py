@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from ..sadtalker_models.options import LANDMARK_BACKENDS
+from . import comfy_glue
 from .comfy_glue import FACE_RESTORE_FOLDER
 
 logger = logging.getLogger(__name__)
@@ -29,12 +30,6 @@ def _library():
     from ..sadtalker_models.face import landmarks
 
     return enhance, landmarks
-
-
-def _dtype(precision: str):
-    import torch
-
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 class SadTalkerFaceRestoreModelLoader:
@@ -74,7 +69,10 @@ class SadTalkerFaceRestoreModelLoader:
         if path is None:
             raise enhance.FaceRestorerError(enhance.missing_restorer_message(f"models/{FACE_RESTORE_FOLDER}/{model_name}"))
         # kept on the CPU until a Face Enhance node runs, so it holds no VRAM between runs
-        restorer = enhance.load_face_restorer(path, device="cpu", dtype=_dtype(precision))
+        from ..sadtalker_models.precision import resolve_dtype
+
+        dtype = resolve_dtype(precision, comfy_glue.torch_devices()[0])  # fp32 where it would crawl
+        restorer = enhance.load_face_restorer(path, device="cpu", dtype=dtype)
         return (restorer,)
 
 
@@ -123,20 +121,14 @@ class SadTalkerFaceEnhance:
 
     def enhance(self, images, face_restorer, strength: float, upscale_2x: bool, batch_size: int,
                 landmark_backend: str = "auto"):
-        import comfy.model_management as model_management
-
-        from . import comfy_glue
-
         enhance, landmarks = _library()
         total = int(images.shape[0])
         detector = landmarks.make_landmark_detector(landmark_backend)
         progress = comfy_glue.progress_callback(total)
 
-        model_management.throw_exception_if_processing_interrupted()
-        device = model_management.get_torch_device()
-        if hasattr(model_management, "free_memory"):  # make room on the GPU the ComfyUI way first
-            weights = sum(p.numel() * p.element_size() for p in face_restorer.descriptor.model.parameters())
-            model_management.free_memory(3 * weights + (1 << 30), device)
+        comfy_glue.check_interrupted()
+        device, offload_device = comfy_glue.torch_devices()
+        comfy_glue.make_room(face_restorer.descriptor.model, device)
         face_restorer.to(device)
         try:
             frames, stats = enhance.enhance_frames(
@@ -145,8 +137,8 @@ class SadTalkerFaceEnhance:
                 batch_size=int(batch_size), progress=progress,
             )
         finally:
-            face_restorer.to(model_management.unet_offload_device())
-            model_management.soft_empty_cache()
+            face_restorer.to(offload_device)
+            comfy_glue.release_cache()
         if stats.skipped_frames:
             logger.warning(
                 "SadTalker Face Enhance: %d of %d frames had no detectable face and were left unchanged",

@@ -97,6 +97,7 @@ class FakeRestorer:
         self.devices: list[object] = []
 
     architecture = "fake"
+    descriptor = types.SimpleNamespace(model=torch.nn.Linear(1000, 1000))  # 4 MB of float32 weights
 
     def to(self, device=None, dtype=None):
         self.devices.append(device)
@@ -476,10 +477,13 @@ def test_nodes_run_with_stubbed_comfy(monkeypatch, tmp_path, art_face, detector)
     images = torch.from_numpy(np.stack([image, np.full_like(image, 128)]).astype(np.float32) / 255.0)
     restorer = FakeRestorer()
     node = nodes.SadTalkerFaceEnhance()
+    mm.free_memory_calls.clear()
     (out,) = node.enhance(images, restorer, strength=1.0, upscale_2x=False, batch_size=1, landmark_backend="dlib")
     assert out.shape == images.shape and out.dtype == torch.float32
     assert comfy.utils.updates == [(1, 2), (2, 2)]
     assert len(restorer.calls) == 1 and len(restorer.devices) == 2
+    # room made the ComfyUI way before the restorer moved to the load device: weights x3 + 1 GiB
+    assert mm.free_memory_calls == [(3 * 1001000 * 4 + (1 << 30), mm.get_torch_device())]
 
     mm.interrupt_current_processing(True)
     with pytest.raises(mm.InterruptProcessingException):

@@ -54,3 +54,11 @@ def should_use_fp16(device=None, model_params=0, prioritize_performance=True, ma
 
 def soft_empty_cache(force: bool = False) -> None:
     pass
+
+
+free_memory_calls: list = []
+
+
+def free_memory(memory_required, device, keep_loaded=[]) -> None:  # noqa: B006 - ComfyUI's signature
+    """Records what a node asked ComfyUI to free (the real one unloads models until it fits)."""
+    free_memory_calls.append((memory_required, device))
