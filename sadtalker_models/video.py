@@ -24,7 +24,7 @@ import wave
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -190,23 +190,45 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 # --------------------------------------------------------------------------- safe outputs
 
 
-def temp_path_beside(path: str | os.PathLike, tag: str = "partial") -> Path:
+def temp_path_beside(path: str | os.PathLike, tag: str = "partial",
+                     claim: Callable[[Path | None], None] | None = None) -> Path:
     """Create an empty, uniquely named file ``<stem>.<tag>.<random><suffix>`` in ``path``'s folder.
 
     Same folder, so :func:`os.replace` onto ``path`` is an atomic rename; same suffix, so ffmpeg
     picks the container from the name. Created with mode 0o666 less the umask, like a plain
     ``open(path, "w")``, so the final file gets the user's usual permissions.
+
+    ``claim(name)`` is called with each name *before* the file is created (and ``claim(None)``
+    when the name was taken by someone else), so a caller's cleanup knows the file even when an
+    interrupt (Ctrl-C, SIGTERM) lands between its creation and the return.
     """
     path = Path(path)
     for _ in range(100):
         candidate = path.with_name(f"{path.stem}.{tag}.{secrets.token_hex(4)}{path.suffix}")
+        if claim is not None:
+            claim(candidate)
         try:
             fd = os.open(candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
+            if claim is not None:
+                claim(None)
             continue
         os.close(fd)
         return candidate
     raise FileExistsError(f"Could not create a temporary file beside {path}.")
+
+
+class _Claimed:
+    """The temporary file a :func:`temp_path_beside` call claimed, for cleanup in a ``finally``."""
+
+    path: Path | None = None
+
+    def __call__(self, path: Path | None) -> None:
+        self.path = path
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -219,12 +241,13 @@ def atomic_output(path: str | os.PathLike, tag: str = "partial") -> Iterator[Pat
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_beside(path, tag)
+    claimed = _Claimed()
     try:
+        tmp = temp_path_beside(path, tag, claim=claimed)
         yield tmp
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)   # gone already after a successful replace
+        claimed.remove()   # gone already after a successful replace
 
 
 def check_writable(path: str | os.PathLike) -> Path:
@@ -388,12 +411,15 @@ class Mp4Writer:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.size = (width, height)
-        self._video_path = temp_path_beside(self.path, "video")
+        temp_path_beside(self.path, "video", claim=self._claim_video_path)
         self._gen = imageio_ffmpeg.write_frames(
             str(self._video_path), (width, height), fps=self.fps, codec="libx264", pix_fmt_in="rgb24",
             pix_fmt_out="yuv420p", quality=self.quality, macro_block_size=2, ffmpeg_log_level="error",
         )
         self._gen.send(None)
+
+    def _claim_video_path(self, path: Path | None) -> None:
+        self._video_path = path   # known to abort() before the file exists
 
     def write(self, frames: np.ndarray) -> None:
         """Append one frame ``(H, W, 3)`` or a batch ``(b, H, W, 3)`` of uint8 RGB."""
@@ -450,8 +476,9 @@ def mux_audio(video_path: str | os.PathLike, audio: np.ndarray, sample_rate: int
     out_path = Path(out_path)
     trimmed = fit_audio(audio, sample_rate, num_frames, fps)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    wav_path = temp_path_beside(out_path.with_suffix(".wav"), "audio")
+    claimed = _Claimed()
     try:
+        wav_path = temp_path_beside(out_path.with_suffix(".wav"), "audio", claim=claimed)
         write_wav(wav_path, trimmed, sample_rate)
         with atomic_output(out_path) as tmp:   # an earlier out_path survives any failure or interrupt
             _run_ffmpeg(["-y", "-v", "error", "-i", str(video_path), "-i", str(wav_path), "-map", "0:v:0",
@@ -459,5 +486,5 @@ def mux_audio(video_path: str | os.PathLike, audio: np.ndarray, sample_rate: int
                          "-t", f"{num_frames / fps:.6f}", "-movflags", "+faststart", str(tmp)],
                         f"mux audio into {out_path}")
     finally:
-        wav_path.unlink(missing_ok=True)
+        claimed.remove()
     return out_path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -212,3 +213,29 @@ def test_landmark_detectors_live_in_the_model_cache():
     assert det in MODEL_CACHE.values() and landmarks.make_landmark_detector("dlib") is det
     landmarks.clear_detector_cache()
     assert det not in MODEL_CACHE.values()
+
+
+@pytest.mark.parametrize("writer", ["atomic_output", "Mp4Writer"])
+def test_an_interrupt_while_the_temporary_file_is_created_leaves_nothing(tmp_path, monkeypatch, writer):
+    """Ctrl-C/SIGTERM landing just after the temporary file exists (before its name is returned)."""
+    import sadtalker_models.video as video
+
+    out = tmp_path / "talk.mp4"
+    out.write_bytes(b"the previous video")
+    real_close = os.close
+
+    def interrupted_close(fd):
+        real_close(fd)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(video.os, "close", interrupted_close)
+    with pytest.raises(KeyboardInterrupt):
+        if writer == "atomic_output":
+            with video.atomic_output(out):
+                pass
+        else:
+            with Mp4Writer(out, fps=25) as mp4:
+                mp4.write(np.zeros((16, 16, 3), dtype=np.uint8))
+    monkeypatch.setattr(video.os, "close", real_close)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.mp4"]
+    assert out.read_bytes() == b"the previous video"
