@@ -48,6 +48,7 @@ _NEEDS = {
     "SadTalkerLoadCoefficients": ("safetensors",),
     "SadTalkerSimple": ("numpy", "cv2", "PIL", "scipy", "soxr", "landmarks"),
     "SadTalkerIdleCoefficients": ("numpy", "scipy", "soxr"),
+    "SadTalkerLoadAudioList": ("numpy", "imageio_ffmpeg"),
     "SadTalkerFaceRestoreModelLoader": ("spandrel",),
     "SadTalkerFaceEnhance": ("numpy", "cv2", "landmarks"),
 }

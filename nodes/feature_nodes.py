@@ -1,9 +1,12 @@
-"""ComfyUI nodes for the extra features of issue 11 (idle clips); thin adapters over the pipeline.
+"""ComfyUI nodes for the extra features: idle clips and a folder of speech clips as a list;
+thin adapters over the library.
 
 Types are the ones of :mod:`.sadtalker_nodes`; this module only adds nodes.
 """
 
 from __future__ import annotations
+
+import os
 
 from ..sadtalker_models import options
 from . import comfy_glue
@@ -49,5 +52,87 @@ class SadTalkerIdleCoefficients:
         return {"ui": {"sadtalker_curves": [coeffs.curves()]}, "result": (coeffs,)}
 
 
-NODE_CLASS_MAPPINGS = {"SadTalkerIdleCoefficients": SadTalkerIdleCoefficients}
-NODE_DISPLAY_NAME_MAPPINGS = {"SadTalkerIdleCoefficients": "SadTalker Idle Coefficients (no speech)"}
+NO_AUDIO_FOLDERS = "(no folder of audio clips in ComfyUI/input yet: make one, then press R)"
+
+
+def _audio_folders(limit: int = 200) -> list[str]:
+    """Folders under ComfyUI's input folder (``/``-separated, relative) that hold audio files, sorted."""
+    import folder_paths
+
+    from ..sadtalker_models.video import AUDIO_SUFFIXES
+
+    base = folder_paths.get_input_directory()
+    found = []
+    for root, dirs, files in os.walk(base) if os.path.isdir(base) else ():
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if root != base and any(f.lower().endswith(AUDIO_SUFFIXES) for f in files):
+            found.append(os.path.relpath(root, base).replace(os.sep, "/"))
+            if len(found) >= limit:
+                break
+    return sorted(found)
+
+
+def _input_folder(name: str) -> str:
+    """Full path of a folder listed by :func:`_audio_folders`; refuses names that leave the input folder."""
+    import folder_paths
+
+    base = os.path.realpath(folder_paths.get_input_directory())
+    path = os.path.realpath(os.path.join(base, name))
+    if name == NO_AUDIO_FOLDERS or os.path.commonpath([base, path]) != base or path == base:
+        raise ValueError(f"Pick a folder inside ComfyUI's input folder ({base}) that holds the speech clips "
+                         f"(got {name!r}); make one, put the clips in it and press R to refresh the list.")
+    return path
+
+
+class SadTalkerLoadAudioList:
+    DESCRIPTION = ("Loads every audio file of a folder in ComfyUI/input as a list: the nodes after it run once per "
+                   "clip, so one picture and a folder of speeches give one video each (the models load once). "
+                   "'name' is each file's name without extension (after name_prefix): link it to Save Video's "
+                   "filename_prefix to name each video after its speech.")
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("AUDIO", "STRING")
+    RETURN_NAMES = ("audio", "name")
+    OUTPUT_IS_LIST = (True, True)
+    OUTPUT_TOOLTIPS = ("One AUDIO per file, in natural name order (clip2 before clip10).",
+                       "name_prefix + the file names without extension, in the same order.")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "folder": (_audio_folders() or [NO_AUDIO_FOLDERS], {
+                "tooltip": "A folder inside ComfyUI/input holding the speech clips (wav, mp3, flac, m4a, ...). "
+                           "Press R to refresh the list after adding one."}),
+            "name_prefix": ("STRING", {"default": "", "tooltip": (
+                "Put before each file name in the 'name' output; 'video/talk_' makes 'video/talk_clip1', which "
+                "Save Video's filename_prefix turns into output/video/talk_clip1_00001_.mp4.")}),
+        }}
+
+    @classmethod
+    def IS_CHANGED(cls, folder: str, name_prefix: str = ""):
+        from ..sadtalker_models.video import audio_files
+
+        try:
+            files = audio_files(_input_folder(folder))
+        except ValueError:
+            return float("nan")   # always run: load() gives the readable error
+        return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+    def load(self, folder: str, name_prefix: str = ""):
+        import torch
+
+        from ..sadtalker_models.video import audio_files, load_audio
+
+        clips, names = [], []
+        for path in audio_files(_input_folder(folder)):
+            comfy_glue.check_interrupted()
+            wave, rate = load_audio(path)
+            clips.append({"waveform": torch.from_numpy(wave)[None], "sample_rate": int(rate)})
+            names.append(f"{name_prefix}{path.stem}")
+        return (clips, names)
+
+
+NODE_CLASS_MAPPINGS = {"SadTalkerIdleCoefficients": SadTalkerIdleCoefficients,
+                       "SadTalkerLoadAudioList": SadTalkerLoadAudioList}
+NODE_DISPLAY_NAME_MAPPINGS = {"SadTalkerIdleCoefficients": "SadTalker Idle Coefficients (no speech)",
+                              "SadTalkerLoadAudioList": "SadTalker Load Audio List (folder)"}

@@ -31,6 +31,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+#: Files :func:`audio_files` takes for speech (anything else in the folder is left alone).
+AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif")
 
 _CHANNEL_LAYOUTS = {
     "mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "3.0(back)": 3, "4.0": 4, "quad": 4,
@@ -133,6 +135,26 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None) -> tuple
     if audio.shape[1] == 0:
         raise ValueError(f"The audio of {path} is empty.")
     return audio, rate
+
+
+def _natural_key(name: str) -> list:
+    """Sort key that puts ``clip2`` before ``clip10`` (case-insensitive)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def audio_files(folder: str | os.PathLike) -> list[Path]:
+    """The speech files directly in ``folder`` (by :data:`AUDIO_SUFFIXES`), in natural name order
+    (``a2`` before ``a10``); hidden files are skipped. Raises ValueError, naming the folder and the
+    suffixes, when it is missing or has none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"Audio folder {folder} does not exist; make it and put the speech clips in it.")
+    found = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                    and p.suffix.lower() in AUDIO_SUFFIXES), key=lambda p: _natural_key(p.name))
+    if not found:
+        raise ValueError(f"Audio folder {folder} holds no audio files; put speech clips in it "
+                         f"({', '.join(AUDIO_SUFFIXES)}).")
+    return found
 
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[Iterator[np.ndarray], float]:

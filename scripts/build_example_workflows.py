@@ -43,6 +43,7 @@ WIDGET_INPUTS = {
     "AudioMerge": ["merge_method"],
     "SadTalkerIdleCoefficients": ["seconds", "pose_style", "seed", None, "blink", "head_motion_scale",
                                   "blinks_per_minute"],
+    "SadTalkerLoadAudioList": ["folder", "name_prefix"],
 }
 
 # sockets: node type -> (inputs [(name, type, optional)], outputs [(name, type)])
@@ -76,8 +77,10 @@ SOCKETS = {
     "AudioMerge": ([("audio1", "AUDIO", False), ("audio2", "AUDIO", False)], [("AUDIO", "AUDIO")]),
     "SadTalkerIdleCoefficients": ([("model", "SADTALKER_MODEL", False), ("face", "SADTALKER_FACE", False)],
                                   [("coefficients", "SADTALKER_COEFFS")]),
+    "SadTalkerLoadAudioList": ([], [("audio", "AUDIO"), ("name", "STRING")]),
 }
 WIDGET_SOCKETS = {("CreateVideo", "fps"): "FLOAT"}   # widgets that the examples drive from a link
+LINKABLE_WIDGETS = {"filename_prefix": "STRING"}      # widgets one example drives from a link (add(linked=...))
 TITLES = {
     "SadTalkerModelLoader": "SadTalker Model Loader", "SadTalkerFaceCrop": "SadTalker Face Crop + 3DMM",
     "SadTalkerAudioToCoefficients": "SadTalker Audio to Coefficients",
@@ -86,6 +89,7 @@ TITLES = {
     "SadTalkerFaceRestoreModelLoader": "SadTalker Face Restore Model Loader",
     "SadTalkerFaceEnhance": "SadTalker Face Enhance",
     "SadTalkerIdleCoefficients": "SadTalker Idle Coefficients (no speech)",
+    "SadTalkerLoadAudioList": "SadTalker Load Audio List (folder)",
 }
 
 
@@ -170,13 +174,15 @@ class Workflow:
             y += node["size"][1] + GAP + TITLE_H
         return x + max(self.nodes[i - 1]["size"][0] for i in node_ids) + GAP
 
-    def add(self, node_type: str, widgets: dict) -> int:
+    def add(self, node_type: str, widgets: dict, linked: tuple[str, ...] = ()) -> int:
+        """Add a node with these widget values; ``linked`` widgets get an input socket for a link."""
         node_id = len(self.nodes) + 1
         ins, outs = SOCKETS[node_type]
         inputs = [{"name": n, "type": t, "link": None, **({"shape": 7} if opt else {})} for n, t, opt in ins]
-        for (ntype, wname), wtype in WIDGET_SOCKETS.items():
-            if ntype == node_type:
-                inputs.append({"name": wname, "type": wtype, "widget": {"name": wname}, "link": None})
+        sockets = {w: t for (ntype, w), t in WIDGET_SOCKETS.items() if ntype == node_type}
+        sockets.update({w: LINKABLE_WIDGETS[w] for w in linked})
+        for wname, wtype in sockets.items():
+            inputs.append({"name": wname, "type": wtype, "widget": {"name": wname}, "link": None})
         values = []
         for name in WIDGET_INPUTS[node_type]:
             if name is None:
@@ -393,6 +399,33 @@ def idle_clip() -> Workflow:
     return wf
 
 
+def speech_list_to_videos() -> Workflow:
+    wf = Workflow("SadTalker, one video per speech: Load Audio List reads every clip of a folder in ComfyUI/input "
+                  "('speeches' here) as a list, so everything after it runs once per clip; the models load once. "
+                  "Its 'name' output names each video after its clip (output/video/sadtalker_<clip>_00001_.mp4). "
+                  "A list of pictures works the same way (core Load Image Dataset from Folder).")
+    model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
+    image = wf.add("LoadImage", {"image": "portrait.png"})
+    clips = wf.add("SadTalkerLoadAudioList", {"folder": "speeches", "name_prefix": "video/sadtalker_"})
+    face = wf.add("SadTalkerFaceCrop", {"preprocess": "crop", "size": "256", "landmark_backend": "auto"})
+    coeffs = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": False})
+    render = wf.add("SadTalkerRender", RENDER_WIDGETS)
+    link_talking_head(wf, model, image, clips, face, coeffs, render)
+    video = wf.add("CreateVideo", {"fps": 25.0})
+    save = wf.add("SaveVideo", {"filename_prefix": "video/sadtalker", "format": "mp4", "codec": "h264"},
+                  linked=("filename_prefix",))
+    wf.link(render, 0, video, "images")
+    wf.link(render, 1, video, "audio")
+    wf.link(render, 2, video, "fps")
+    wf.link(video, 0, save, "video")
+    wf.link(clips, 1, save, "filename_prefix")
+    x = wf.column(0, [model, image, clips])
+    x = wf.column(x, [face, coeffs])
+    x = wf.column(x, [render])
+    wf.column(x, [video, save])
+    return wf
+
+
 def long_speech_to_video() -> Workflow:
     wf = Workflow("SadTalker for long speech (minutes): Render to Video encodes the frames into an mp4 batch by "
                   "batch while they render, so memory stays flat however long the speech is; its VIDEO goes "
@@ -412,7 +445,7 @@ def long_speech_to_video() -> Workflow:
 
 THUMBNAIL_SIZE = (512, 384)
 LINK_COLORS = {"IMAGE": (100, 181, 246), "AUDIO": (240, 160, 80), "FLOAT": (170, 238, 136),
-               "VIDEO": (220, 120, 220)}
+               "VIDEO": (220, 120, 220), "STRING": (119, 221, 119)}
 TITLES_SHORT = {
     "sadtalker_image_audio_to_video.json": "picture + speech -> video",
     "sadtalker_full_body_enhanced.json": "full body, face restored",
@@ -420,6 +453,7 @@ TITLES_SHORT = {
     "sadtalker_two_people_talking.json": "two people talking",
     "sadtalker_idle_clip.json": "idle clip, no speech",
     "sadtalker_long_speech_to_video.json": "long speech -> streamed video",
+    "sadtalker_speech_list_to_videos.json": "speech folder -> one video each",
 }
 
 
@@ -481,6 +515,7 @@ WORKFLOWS = {
     "sadtalker_two_people_talking.json": two_people_talking,
     "sadtalker_idle_clip.json": idle_clip,
     "sadtalker_long_speech_to_video.json": long_speech_to_video,
+    "sadtalker_speech_list_to_videos.json": speech_list_to_videos,
 }
 
 

@@ -101,6 +101,8 @@ WRITE_GFPGAN = ("import sys, torch\n"
                 "             sft_half=True)\n"
                 "torch.save({'params_ema': net.state_dict()}, sys.argv[1])\n")
 
+TURNS = ("turn_a.wav", "turn_b.wav")        # input/: speaker A speaks, then B (the turn-taking case)
+SPEECH_LIST = ("clip1.wav", "clip2.wav")   # input/speeches/, read by SadTalker Load Audio List
 FIND_FFMPEG = "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"
 
 
@@ -120,7 +122,8 @@ def ffmpeg_run(ffmpeg: str, *args: str, what: str) -> None:
         raise SetupError(f"ffmpeg could not {what}: {proc.stderr.strip()[-500:]}")
 
 
-def prepare_inputs(ffmpeg: str, media: Path, input_dir: Path, seconds: float, ref_seconds: float) -> None:
+def prepare_inputs(ffmpeg: str, media: Path, input_dir: Path, seconds: float, ref_seconds: float,
+                   turn_seconds: float = 0.0) -> None:
     """Short inputs under the names the example workflows use, and the odd-sized pictures.
 
     Speech and the reference video come from ``media`` when present, else they are generated
@@ -144,6 +147,19 @@ def prepare_inputs(ffmpeg: str, media: Path, input_dir: Path, seconds: float, re
     source = ["-i", str(speech_b)] if speech_b.is_file() else ["-f", "lavfi", "-i", "sine=frequency=330:sample_rate=48000"]
     ffmpeg_run(ffmpeg, *source, "-t", f"{seconds:.3f}", "-c:a", "pcm_s16le", str(input_dir / "speech_b.wav"),
                what="cut the second speech clip")
+    if turn_seconds > 0:   # two speakers taking turns: A, a pause, then B (each a voiced stretch of its clip)
+        turn = f"{turn_seconds:.3f}"
+        ffmpeg_run(ffmpeg, "-i", str(media / "speech_en_16k_3s.wav"), "-af", f"atrim=0:{turn},apad",
+                   "-t", f"{3 * turn_seconds:.3f}", "-ac", "1", "-ar", "16000", "-c:a", "pcm_s16le",
+                   str(input_dir / TURNS[0]), what="make the first speaker's turn")
+        ffmpeg_run(ffmpeg, "-f", "lavfi", "-t", f"{2 * turn_seconds:.3f}", "-i", "anullsrc=r=16000:cl=mono", "-i",
+                   str(media / "speech_zh_48k_stereo_3s.wav"), "-filter_complex",
+                   f"[1]atrim=0.24:{0.24 + turn_seconds:.3f},asetpts=PTS-STARTPTS,aresample=16000,"
+                   "pan=mono|c0=0.5*c0+0.5*c1[b];[0][b]concat=n=2:v=0:a=1", "-c:a", "pcm_s16le",
+                   str(input_dir / TURNS[1]), what="make the second speaker's turn")
+    (input_dir / "speeches").mkdir(exist_ok=True)   # a list of speech clips: one video each
+    for name, clip in zip(SPEECH_LIST, ("speech.wav", "speech_b.wav")):
+        shutil.copy(input_dir / clip, input_dir / "speeches" / name)
     reference = media / "ref_pose_blink_3s.mp4"
     source = ["-i", str(reference)] if reference.is_file() else ["-loop", "1", "-framerate", "25", "-i",
                                                                 str(media / "art_0.png")]
@@ -289,6 +305,7 @@ class Case:
     size: tuple[int, int] | None = None          # about (width, height) of the source picture; output is even
     videos: int = 1                              # videos it must save (0: served from the cache)
     ui: dict[str, str] = field(default_factory=dict)   # ui key the history must hold -> why
+    voices: tuple[str, ...] = ()                 # input audio per face, left to right: measure whose mouth moves
 
 
 def nodes_of(prompt: dict, class_type: str) -> list[str]:
@@ -324,6 +341,25 @@ def picture_list_case(base: dict, frames: int) -> Case:
     set_inputs(prompt, "SaveVideo", filename_prefix="video/list")
     return Case("list of 2 pictures (Load Image Dataset from Folder) -> one video each", prompt, frames, videos=2,
                 ui=expected_ui(prompt))
+
+
+def turns_case(base: dict, turn_seconds: float) -> Case:
+    """The two-people example with the speakers taking turns (A, a pause as long, then B), head motion 0
+    and no blinks,
+    so that a change in a mouth box is lip motion; the saved video is measured with
+    ``benchmarks/mouth_motion.py``: each mouth must follow its own voice."""
+    prompt = copy.deepcopy(base)
+    for key in nodes_of(prompt, "SadTalkerAudioToCoefficients"):
+        inputs = prompt[key]["inputs"]
+        face_index = prompt[inputs["face"][0]]["inputs"].get("face_index", -1)
+        if face_index not in (0, 1):
+            raise SetupError("the two-people example's Face Crop nodes must use face_index 0 and 1")
+        prompt[inputs["audio"][0]]["inputs"]["audio"] = TURNS[face_index]
+        inputs.update(head_motion_scale=0.0, blink=False)
+    set_inputs(prompt, "SaveVideo", filename_prefix="video/turns")
+    frames = int(round(3 * turn_seconds * 16000)) // 640
+    return Case("two people taking turns -> whose mouth moves when (benchmarks/mouth_motion.py)", prompt, frames,
+                ui=expected_ui(prompt), voices=TURNS)
 
 
 def odd_picture_case(base: dict, frames: int, mode: str, size: tuple[int, int]) -> Case:
@@ -366,7 +402,8 @@ def vhs_case(base: dict, frames: int) -> Case:
                 ui=expected_ui(prompt))
 
 
-def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool) -> list[Case]:
+def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool, turn_seconds: float = 0.0
+                ) -> list[Case]:
     cases = []
     prompts = {}
     for path in workflows:
@@ -379,6 +416,8 @@ def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool
             prompt[key]["inputs"]["seconds"] = frames / FPS
         prompts[path.name] = prompt
         saves = len(nodes_of(prompt, "SaveVideo")) + len(nodes_of(prompt, "VHS_VideoCombine"))
+        if nodes_of(prompt, "SadTalkerLoadAudioList"):   # a list: the chain runs once per clip
+            saves *= len(SPEECH_LIST)
         cases.append(Case(path.name, prompt, frames, videos=saves, ui=expected_ui(prompt)))
     # the first example again, unchanged and straight after it (ComfyUI's cache keeps the last prompt
     # only): served from the cache, as when a user reloads the page and presses Run
@@ -390,7 +429,8 @@ def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool
     cases.insert(1, requeue)
     plain = [p for p in prompts.values() if {"LoadImage", "SadTalkerFaceCrop", "SadTalkerRender", "CreateVideo",
                                              "SaveVideo"} <= {n["class_type"] for n in p.values()}
-             and not {"SadTalkerFaceEnhance", "SadTalkerReferenceToCoefficients"} & {n["class_type"] for n in p.values()}]
+             and not {"SadTalkerFaceEnhance", "SadTalkerReferenceToCoefficients", "SadTalkerLoadAudioList"}
+             & {n["class_type"] for n in p.values()}]
     if not plain:
         raise SetupError("no example workflow has the plain Load Image -> Face Crop -> Render -> Create Video -> "
                          "Save Video chain the odd-size cases are built from")
@@ -402,6 +442,10 @@ def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool
     cases.append(resize)
     if "LoadImageDataSetFromFolder" in object_info:
         cases.append(picture_list_case(plain[0], frames))
+    two = [p for p in prompts.values() if len(nodes_of(p, "SadTalkerRender")) == 2
+           and any("background" in p[k]["inputs"] for k in nodes_of(p, "SadTalkerRender"))]
+    if turn_seconds > 0 and two:
+        cases.append(turns_case(two[0], turn_seconds))
     reference = [p for p in prompts.values() if nodes_of(p, "SadTalkerReferenceToCoefficients")
                  and nodes_of(p, "GetVideoComponents") and nodes_of(p, "CreateVideo")]
     if vhs and reference:
@@ -470,6 +514,20 @@ def check_video(ffmpeg: str, path: Path, case: Case) -> list[str]:
     if info.duration is None or abs(info.duration - seconds) > 0.05:
         problems.append(f"{path.name}: container duration {info.duration} s, expected {seconds:.3f} s")
     return problems
+
+
+def measure_mouths(python: str, pack: Path, base: Path, case: Case) -> list[str]:
+    """Run benchmarks/mouth_motion.py on the case's saved video; a problem when a mouth follows
+    another voice more than its own."""
+    (video,) = sorted((base / "output" / "video").glob("turns_*.mp4"))[-1:]
+    cmd = [python, "-m", "benchmarks.mouth_motion", "--video", str(video), "--picture",
+           str(base / "input" / "two_people.png"), "--audio", *(str(base / "input" / v) for v in case.voices)]
+    proc = subprocess.run(cmd, cwd=pack, capture_output=True, text=True)
+    for line in proc.stdout.strip().splitlines():
+        log.info("  %s", line)
+    if proc.returncode != 0:
+        return [f"mouth motion: {(proc.stdout + proc.stderr).strip()[-1500:]}"]
+    return []
 
 
 def videos_in(folder: Path) -> set[Path]:
@@ -559,7 +617,7 @@ def prepare_base(args, base: Path, ffmpeg: str) -> None:
     restorer = base / "models" / "facerestore_models" / "GFPGANv1.4.pth"
     restorer.parent.mkdir(parents=True)
     run_python(args.python, args.pack, WRITE_GFPGAN, str(restorer), what="write a stand-in GFPGANv1.4")
-    prepare_inputs(ffmpeg, media_dir(args.pack), base / "input", args.seconds, args.ref_seconds)
+    prepare_inputs(ffmpeg, media_dir(args.pack), base / "input", args.seconds, args.ref_seconds, args.turn_seconds)
 
 
 def run_all(args, base: Path) -> tuple[dict[str, list[str]], int]:
@@ -583,11 +641,14 @@ def run_all(args, base: Path) -> tuple[dict[str, list[str]], int]:
         problems = check_extension(server)
         if problems:
             failures["web extension"] = problems
-        cases = build_cases(workflows, object_info, frames, vhs="VHS_VideoCombine" in object_info)
+        cases = build_cases(workflows, object_info, frames, vhs="VHS_VideoCombine" in object_info,
+                            turn_seconds=args.turn_seconds)
         for case in cases:
             log.info("case: %s", case.name)
             try:
                 problems = run_case(server, case, base / "output", args.timeout, ffmpeg)
+                if case.voices and not problems:
+                    problems = measure_mouths(args.python, args.pack, base, case)
             except (OSError, RuntimeError, ValueError) as err:   # report and go on with the next case
                 problems = [f"{type(err).__name__}: {err}"]
             if problems:
@@ -618,6 +679,9 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workflows", type=Path, nargs="*", help="default: the pack's example workflows")
     parser.add_argument("--seconds", type=float, default=0.09, help="speech length (0.09 s = 2 frames)")
     parser.add_argument("--ref-seconds", type=float, default=0.2, help="reference video length")
+    parser.add_argument("--turn-seconds", type=float, default=0.6,
+                        help="each speaker's turn (and the pause between) in the two-people turn-taking case "
+                             "(0: leave the case out)")
     parser.add_argument("--startup-timeout", type=float, default=300)
     parser.add_argument("--timeout", type=float, default=900, help="per run, in seconds")
 

@@ -78,3 +78,52 @@ def test_idle_node_renders_with_silent_audio(nodes, model, portrait):
     assert audio["waveform"].abs().max() == 0 and audio["waveform"].shape[-1] == audio["sample_rate"] // 25
     with pytest.raises(ValueError, match="idle length must be at least one frame"):
         node.make(model, portrait, 0.0, 0, 3, True)
+
+
+def _write_wav(path, samples: np.ndarray, rate: int) -> None:
+    """int16 PCM wav of ``samples`` (channels, n) float -1..1."""
+    import wave
+
+    with wave.open(str(path), "wb") as fh:
+        fh.setnchannels(samples.shape[0])
+        fh.setsampwidth(2)
+        fh.setframerate(rate)
+        fh.writeframes((np.clip(samples.T, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def test_audio_list_node_gives_one_clip_per_file_for_one_video_each(nodes, model, portrait, comfy_base):
+    """A folder of speech clips in ComfyUI/input comes out as a list (OUTPUT_IS_LIST): ComfyUI then runs
+    the nodes after it once per clip. Each item is the decoded file at its own rate and channels."""
+    from sadtalker_models.video import load_audio
+
+    node_cls = nodes["SadTalkerLoadAudioList"]
+    assert node_cls.OUTPUT_IS_LIST == (True, True) and node_cls.RETURN_TYPES == ("AUDIO", "STRING")
+    folder = comfy_base / "input" / "speeches"
+    folder.mkdir(parents=True)
+    speech_16k, rate = load_audio(MEDIA / "speech_en_16k_3s.wav")
+    _write_wav(folder / "clip10.wav", speech_16k[:, : rate // 2], rate)                       # 0.5 s mono 16 kHz
+    _write_wav(folder / "clip2.wav", np.stack([speech_16k[0], -speech_16k[0]])[:, :rate], rate)  # 1 s stereo
+    (folder / "notes.txt").write_text("not audio")
+    (comfy_base / "input" / "empty").mkdir()
+    assert "speeches" in node_cls.INPUT_TYPES()["required"]["folder"][0]
+    assert "empty" not in node_cls.INPUT_TYPES()["required"]["folder"][0]
+
+    clips, names = node_cls().load("speeches")
+    assert names == ["clip2", "clip10"]                                    # natural order, the text file left out
+    assert [c["waveform"].shape for c in clips] == [(1, 2, rate), (1, 1, rate // 2)]
+    assert all(c["sample_rate"] == rate for c in clips)
+    assert torch.allclose(clips[1]["waveform"][0, 0], torch.from_numpy(speech_16k[0, : rate // 2]), atol=1 / 16384)
+    # what ComfyUI does with a list: the next node once per item -> one set of coefficients per clip
+    coefficient_node = nodes["SadTalkerAudioToCoefficients"]()
+    frames = [coefficient_node.predict(model, portrait, clip, 0, 0, True, False)["result"][0].num_frames
+              for clip in clips]
+    assert frames == [25, 12]                                              # 16000 and 8000 samples: 640 a frame, whole frames
+
+    before = node_cls.IS_CHANGED("speeches")
+    _write_wav(folder / "clip3.wav", speech_16k[:, :rate], rate)
+    assert node_cls.IS_CHANGED("speeches") != before                       # a new clip re-runs the node
+    assert node_cls().load("speeches", "video/talk_")[1] == ["video/talk_clip2", "video/talk_clip3", "video/talk_clip10"]
+    with pytest.raises(ValueError, match="holds no audio files"):
+        node_cls().load("empty")
+    with pytest.raises(ValueError, match="inside ComfyUI's input folder"):
+        node_cls().load("../outside")

@@ -49,14 +49,17 @@ def object_info():
         types = cls.INPUT_TYPES()
         info[name] = {"input": {k: {n: list(v) for n, v in types.get(k, {}).items()} for k in ("required", "optional")},
                       "output": list(cls.RETURN_TYPES)}
+    # as in the runner's ComfyUI, where input/speeches holds the clips
+    info["SadTalkerLoadAudioList"]["input"]["required"]["folder"] = [["speeches"], {}]
     return info
 
 
-def test_there_are_six_examples():
+def test_there_are_seven_examples():
     names = {p.name for p in WORKFLOWS}
     assert names == {"sadtalker_image_audio_to_video.json", "sadtalker_full_body_enhanced.json",
                      "sadtalker_reference_video_pose_blink.json", "sadtalker_two_people_talking.json",
-                     "sadtalker_idle_clip.json", "sadtalker_long_speech_to_video.json"}
+                     "sadtalker_idle_clip.json", "sadtalker_long_speech_to_video.json",
+                     "sadtalker_speech_list_to_videos.json"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -112,6 +115,11 @@ def test_workflow_converts_to_a_complete_api_prompt(path, object_info):
         assert prompt[render_id]["inputs"]["background"] == [renders[0], 0]
     else:
         assert audio == [render_id, 1]
+    lists = [k for k, v in prompt.items() if v["class_type"] == "SadTalkerLoadAudioList"]
+    if lists:   # one video per clip, each named after its clip
+        coeffs = [n for n in prompt.values() if n["class_type"] == "SadTalkerAudioToCoefficients"][0]
+        save = [n for n in prompt.values() if n["class_type"] == "SaveVideo"][0]
+        assert coeffs["inputs"]["audio"] == [lists[0], 0] and save["inputs"]["filename_prefix"] == [lists[0], 1]
 
 
 def test_web_extension_is_valid_javascript(tmp_path):
