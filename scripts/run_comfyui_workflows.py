@@ -143,6 +143,10 @@ def prepare_inputs(ffmpeg: str, media: Path, input_dir: Path, seconds: float, re
     ffmpeg_run(ffmpeg, "-i", str(media / "art_0.png"), "-i", str(media / "full3.png"), "-filter_complex",
                "[0]crop=512:896:64:0[a];[1]pad=512:896[b];[a][b]hstack", str(input_dir / "two_people.png"),
                what="make the two-people picture")
+    # the same picture with ComfyUI's mask-editor paint (alpha 0) over the right face: Load Image's MASK
+    ffmpeg_run(ffmpeg, "-i", str(input_dir / "two_people.png"), "-vf", "format=rgba,geq=r='r(X,Y)':g='g(X,Y)':"
+               "b='b(X,Y)':a='if(gt(X,560)*between(Y,250,600),0,255)'", str(input_dir / "two_people_mask.png"),
+               what="paint a mask over the right face")
     speech_b = media / "speech_zh_48k_stereo_3s.wav"
     source = ["-i", str(speech_b)] if speech_b.is_file() else ["-f", "lavfi", "-i", "sine=frequency=330:sample_rate=48000"]
     ffmpeg_run(ffmpeg, *source, "-t", f"{seconds:.3f}", "-c:a", "pcm_s16le", str(input_dir / "speech_b.wav"),
@@ -306,6 +310,7 @@ class Case:
     videos: int = 1                              # videos it must save (0: served from the cache)
     ui: dict[str, str] = field(default_factory=dict)   # ui key the history must hold -> why
     voices: tuple[str, ...] = ()                 # input audio per face, left to right: measure whose mouth moves
+    chosen_face: str = ""                        # "left"/"right": the face the saved faces preview must mark
 
 
 def nodes_of(prompt: dict, class_type: str) -> list[str]:
@@ -360,6 +365,48 @@ def turns_case(base: dict, turn_seconds: float) -> Case:
     frames = int(round(3 * turn_seconds * 16000)) // 640
     return Case("two people taking turns -> whose mouth moves when (benchmarks/mouth_motion.py)", prompt, frames,
                 ui=expected_ui(prompt), voices=TURNS)
+
+
+def mask_case(base: dict) -> Case:
+    """Load Image's MASK (paint over the right face of the two-people picture) into Face Crop's
+    ``mask`` with ``face_index`` 0: the mask wins, so the ``faces`` preview (saved by core Save
+    Image) must mark the right face as the chosen one."""
+    (loader,) = nodes_of(base, "SadTalkerModelLoader")
+    prompt = {
+        "1": copy.deepcopy(base[loader]),
+        "2": {"class_type": "LoadImage", "inputs": {"image": "two_people_mask.png"}},
+        "3": {"class_type": "SadTalkerFaceCrop", "inputs": {
+            "model": ["1", 0], "image": ["2", 0], "mask": ["2", 1], "preprocess": "crop", "size": "256",
+            "landmark_backend": "auto", "face_index": 0}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 2], "filename_prefix": "faces_mask"}},
+    }
+    return Case("Load Image MASK -> Face Crop mask (face_index 0 overridden) -> faces preview -> Save Image",
+                prompt, 0, videos=0, chosen_face="right")
+
+
+CHOSEN_FACE = """
+import sys
+import numpy as np
+from PIL import Image
+rgb = np.asarray(Image.open(sys.argv[1]).convert("RGB")).astype(int)
+green = (rgb[..., 0] < 60) & (rgb[..., 1] > 200) & (rgb[..., 2] < 60)
+half = rgb.shape[1] // 2
+print(int(green[:, :half].sum()), int(green[:, half:].sum()))
+"""
+
+
+def check_chosen_face(python: str, pack: Path, base: Path, case: Case) -> list[str]:
+    """The saved faces preview marks the chosen face in green: it must be in ``case.chosen_face``'s half."""
+    saved = sorted((base / "output").glob("faces_mask_*.png"))
+    if not saved:
+        return ["Save Image wrote no faces_mask_*.png"]
+    left, right = map(int, run_python(python, pack, CHOSEN_FACE, str(saved[-1]), what="read the faces preview").split())
+    log.info("  %s: green (chosen) box pixels left %d, right %d", saved[-1].name, left, right)
+    inside, outside = (right, left) if case.chosen_face == "right" else (left, right)
+    if inside < 100 or outside > 0:
+        return [f"the faces preview marks the wrong face (green pixels: left {left}, right {right}; the mask "
+                f"is over the {case.chosen_face} face)"]
+    return []
 
 
 def odd_picture_case(base: dict, frames: int, mode: str, size: tuple[int, int]) -> Case:
@@ -442,6 +489,7 @@ def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool
     cases.append(resize)
     if "LoadImageDataSetFromFolder" in object_info:
         cases.append(picture_list_case(plain[0], frames))
+    cases.append(mask_case(plain[0]))
     two = [p for p in prompts.values() if len(nodes_of(p, "SadTalkerRender")) == 2
            and any("background" in p[k]["inputs"] for k in nodes_of(p, "SadTalkerRender"))]
     if turn_seconds > 0 and two:
@@ -649,6 +697,8 @@ def run_all(args, base: Path) -> tuple[dict[str, list[str]], int]:
                 problems = run_case(server, case, base / "output", args.timeout, ffmpeg)
                 if case.voices and not problems:
                     problems = measure_mouths(args.python, args.pack, base, case)
+                if case.chosen_face and not problems:
+                    problems = check_chosen_face(args.python, args.pack, base, case)
             except (OSError, RuntimeError, ValueError) as err:   # report and go on with the next case
                 problems = [f"{type(err).__name__}: {err}"]
             if problems:

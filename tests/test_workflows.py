@@ -312,3 +312,21 @@ def test_examples_are_what_the_builder_writes():
     for name, make in build.WORKFLOWS.items():
         assert make().to_json() == json.loads((REPO / "example_workflows" / name).read_text()), \
             f"{name} is stale: run python scripts/build_example_workflows.py"
+
+
+def test_runner_derives_the_list_turns_and_mask_cases(object_info):
+    """The real-ComfyUI runner's derived cases (run by tests/test_real_comfyui.py), built here without ComfyUI."""
+    r = runner()
+    cases = {c.name.split(" ->")[0]: c for c in r.build_cases(WORKFLOWS, object_info, 2, vhs=False, turn_seconds=0.6)}
+    assert cases["sadtalker_speech_list_to_videos.json"].videos == len(r.SPEECH_LIST) == 2   # one video per clip
+    turns = cases["two people taking turns"]
+    assert turns.frames == 45 and turns.voices == r.TURNS                                    # 3 x 0.6 s at 25 fps
+    for node in (n for n in turns.prompt.values() if n["class_type"] == "SadTalkerAudioToCoefficients"):
+        assert node["inputs"]["head_motion_scale"] == 0.0 and node["inputs"]["blink"] is False
+        face_index = turns.prompt[node["inputs"]["face"][0]]["inputs"]["face_index"]
+        assert turns.prompt[node["inputs"]["audio"][0]]["inputs"]["audio"] == r.TURNS[face_index]
+    mask = cases["Load Image MASK"]
+    crop = next(n for n in mask.prompt.values() if n["class_type"] == "SadTalkerFaceCrop")
+    assert mask.chosen_face == "right" and crop["inputs"]["mask"][1] == 1 and crop["inputs"]["face_index"] == 0
+    assert "two people taking turns" not in {c.name.split(" ->")[0] for c in
+                                            r.build_cases(WORKFLOWS, object_info, 2, vhs=False, turn_seconds=0)}
