@@ -255,12 +255,13 @@ def run(args: argparse.Namespace, check_stop=lambda: None) -> int:
 
     ``check_stop()`` runs between render batches and before the mux; it may raise to stop.
     """
-    from sadtalker_models.video import check_writable, output_lock
+    from sadtalker_models.video import check_writable, output_folder, output_lock
 
     out = check_run_args(args)
-    check_writable(out)
-    with output_lock(out):
-        return _render(args, check_stop)
+    with output_folder(out):   # a failed run removes the output folders it created
+        check_writable(out)
+        with output_lock(out):
+            return _render(args, check_stop)
 
 
 def check_run_args(args: argparse.Namespace) -> Path:

@@ -8,7 +8,8 @@
 * :func:`atomic_output` writes a file under a temporary name beside it and renames it into place
   only when complete, so a failure or an interrupt never leaves a half-written output or destroys
   an earlier file of the same name; :func:`check_writable` and :func:`output_lock` let a caller
-  find an unusable output, or another run writing the same one, before any heavy work.
+  find an unusable output, or another run writing the same one, before any heavy work, and
+  :func:`output_folder` removes the folders a failed run created for its output.
 
 Nothing here keeps more than one batch of frames in memory.
 """
@@ -270,6 +271,32 @@ def atomic_output(path: str | os.PathLike, tag: str = "partial") -> Iterator[Pat
         os.replace(tmp, path)
     finally:
         claimed.remove()   # gone already after a successful replace
+
+
+@contextmanager
+def output_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Create the missing parent folders of the output ``path`` for one run; if the run fails or is
+    interrupted, remove the ones it created that are still empty, so a failed run leaves no trace."""
+    path = Path(path)
+    missing = []
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.append(parent)   # deepest first
+        parent = parent.parent
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"Cannot create the output folder {path.parent} ({err.strerror or err}); "
+                         "choose another output path.") from err
+    try:
+        yield path
+    except BaseException:
+        for folder in missing:
+            try:
+                folder.rmdir()
+            except OSError:   # not empty (something else was written there) or already gone
+                break
+        raise
 
 
 def check_writable(path: str | os.PathLike) -> Path:

@@ -706,9 +706,14 @@ def run_all(args, base: Path) -> tuple[dict[str, list[str]], int]:
                 log.error("FAILED %s:\n  %s", case.name, "\n  ".join(problems))
             else:
                 log.info("PASSED %s", case.name)
-        for line in server.log_tail(2000).splitlines():
+        server_log = server.log_tail(100000).splitlines()
+        for line in server_log:
             if "SadTalker" in line and ("WARNING" in line or "disabled" in line):
                 log.info("server: %s", line)
+        loads = [line for line in server_log if line.startswith("Loading SadTalker_")]
+        log.info("SadTalker checkpoint loads over all %d cases: %d", len(cases), len(loads))
+        if len(loads) > 1:   # the model cache must keep the models across prompts and list items
+            failures["model cache"] = [f"the SadTalker checkpoint was loaded {len(loads)} times: {loads}"]
         if failures:
             log.info("server log tail:\n%s", server.log_tail(80))
     finally:

@@ -30,7 +30,7 @@ from conftest import MEDIA
 from test_cli import REPO, cli, short_wav
 
 from sadtalker_models.__main__ import join_negative_values, main
-from sadtalker_models.video import atomic_output, check_writable, output_lock, read_image
+from sadtalker_models.video import atomic_output, check_writable, output_folder, output_lock, read_image
 
 CORRUPT = "truncated or corrupt"
 
@@ -387,3 +387,27 @@ def test_a_crafted_coefficient_file_is_refused_when_loaded(damage, tmp_path):
     save_file({"coeffs": coeffs}, str(path), metadata=meta)
     with pytest.raises(ValueError, match="frame rate must be a positive" if damage == "fps=0" else "NaN"):
         coefficient_files.load_coefficients(str(path))
+
+
+def test_a_failed_run_removes_the_output_folders_it_created(corrupt_models, tmp_path, caplog):
+    """The checkpoint is corrupt, so the run fails after the output was checked: the folders made for
+    the output go again; a folder that existed before stays."""
+    kept = tmp_path / "videos"
+    kept.mkdir()
+    out = kept / "new" / "deeper" / "talk.mp4"
+    code, errors = run_main(caplog, "--image", str(MEDIA / "art_0.png"), "--audio", str(MEDIA / "speech_en_16k_3s.wav"),
+                            "--out", str(out), "--models-dir", str(corrupt_models))
+    assert code == 1 and CORRUPT in errors, errors
+    assert kept.is_dir() and list(kept.iterdir()) == []
+
+
+def test_output_folder_keeps_a_created_folder_that_got_files(tmp_path):
+    out = tmp_path / "a" / "b" / "talk.mp4"
+    with pytest.raises(RuntimeError):
+        with output_folder(out):
+            (out.parent.parent / "other.txt").write_text("written by something else")
+            raise RuntimeError("the run failed")
+    assert not out.parent.exists() and (tmp_path / "a" / "other.txt").is_file()
+    with output_folder(out):                                   # a run that succeeds keeps them
+        pass
+    assert out.parent.is_dir()
