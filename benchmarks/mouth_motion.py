@@ -10,8 +10,9 @@ each voice in that frame's 1/25 s. Face i should follow voice i and not the othe
         --audio voice_a.wav voice_b.wav
 
 prints two tables, face by voice: the mean mouth change while that voice speaks alone, and the
-correlation; exits 1 unless each mouth moves at least 3x more in its own turn than in another's
-and correlates more with its own voice than with any other.
+correlation; and how much of each voice the video's sound track holds. Exits 1 unless each mouth
+moves at least 3x more in its own turn than in another's and correlates more with its own voice
+than with any other, and every voice is in the sound track (0.5 to 2 times its own loudness).
 Run it with the head still (head_motion_scale 0, no blinks) so that the change in a mouth box is
 lip motion; the pytest version is ``tests/test_two_faces.py``.
 """
@@ -104,6 +105,18 @@ def moves_in_own_turn(solo: np.ndarray, factor: float = 3.0) -> bool:
                for i, row in enumerate(solo))
 
 
+def voices_in_track(track: np.ndarray, voices: np.ndarray, loud: float = 0.02, quiet: float = 0.005) -> np.ndarray:
+    """For each voice, the soundtrack's loudness ``track`` ``(T,)`` over the frames where that voice
+    speaks alone, divided by the voice's own loudness there: about 1 when the voice is in the mix
+    (Audio Merge "add"), about 0 when it is missing; NaN when it never speaks alone."""
+    out = np.full(len(voices), np.nan)
+    for j, voice in enumerate(voices):
+        alone = (voice > loud) & (np.delete(voices, j, axis=0) < quiet).all(axis=0)
+        if alone.any():
+            out[j] = float(track[alone].mean() / voice[alone].mean())
+    return out
+
+
 def follows_own_voice(table: np.ndarray) -> bool:
     """True when every face correlates more with its own voice (same index) than with any other."""
     return all(np.isfinite(row[i]) and all(row[i] > row[j] for j in range(len(row)) if j != i)
@@ -138,10 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(solo))
     print("correlation of each mouth's per-frame change with each voice's loudness:")
     print(format_table(table))
+    track = loudness(*load_audio(args.video), motion.shape[1])
+    presence = voices_in_track(track, voices)
+    print("the video's sound over each voice's own turn, relative to that voice (1 = all of it):",
+          " ".join(f"{p:.2f}" for p in presence))
     ok = moves_in_own_turn(solo) and follows_own_voice(table)
     print("each mouth moves in its own turn and follows its own voice" if ok else
           "a mouth moves in another's turn, or follows another voice more than its own")
-    return 0 if ok else 1
+    heard = bool(np.all((presence > 0.5) & (presence < 2.0)))
+    print("every voice is in the sound track" if heard else "a voice is missing from the sound track")
+    return 0 if ok and heard else 1
 
 
 if __name__ == "__main__":

@@ -61,3 +61,10 @@ def test_solo_motion_averages_each_mouth_over_the_frames_one_voice_speaks_alone(
     assert mouth_motion.moves_in_own_turn(solo)                     # 3.0 > 3 x 0.2, 2.0 > 3 x 0.3
     assert not mouth_motion.moves_in_own_turn(solo, factor=10.0)
     assert np.isnan(mouth_motion.solo_motion(motion, np.zeros((2, 7)))).all()   # nobody speaks alone
+
+
+def test_voices_in_track_finds_each_voice_in_the_mix():
+    voices = np.array([[0.0, 0.3, 0.3, 0.0, 0.0], [0.0, 0.0, 0.0, 0.2, 0.2]])
+    mixed = voices.sum(axis=0)
+    assert mouth_motion.voices_in_track(mixed, voices) == pytest.approx([1.0, 1.0])
+    assert mouth_motion.voices_in_track(voices[0], voices) == pytest.approx([1.0, 0.0])   # B left out of the mix
