@@ -273,6 +273,14 @@ def atomic_output(path: str | os.PathLike, tag: str = "partial") -> Iterator[Pat
         claimed.remove()   # gone already after a successful replace
 
 
+def _make_parents(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"Cannot create the output folder {path.parent} ({err.strerror or err}); "
+                         "choose another output path.") from err
+
+
 @contextmanager
 def output_folder(path: str | os.PathLike) -> Iterator[Path]:
     """Create the missing parent folders of the output ``path`` for one run; if the run fails or is
@@ -283,11 +291,7 @@ def output_folder(path: str | os.PathLike) -> Iterator[Path]:
     while not parent.exists() and parent != parent.parent:
         missing.append(parent)   # deepest first
         parent = parent.parent
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"Cannot create the output folder {path.parent} ({err.strerror or err}); "
-                         "choose another output path.") from err
+    _make_parents(path)
     try:
         yield path
     except BaseException:
@@ -310,11 +314,7 @@ def check_writable(path: str | os.PathLike) -> Path:
         raise ValueError(f"The output {path} is a folder; give a file name, e.g. {path / 'talking.mp4'}.")
     if path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"The output {path} exists and is read-only; choose another output file or make it writable.")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"Cannot create the output folder {path.parent} ({err.strerror or err}); "
-                         "choose another output path.") from err
+    _make_parents(path)
     try:
         temp_path_beside(path, "check").unlink()
     except OSError as err:

@@ -269,10 +269,11 @@ def talking_head(wf: Workflow, picture: str, preprocess: str, still: bool, rende
     return model, image, audio, face, coeffs, render
 
 
-def video_out(wf: Workflow, images: int, render: int, prefix: str) -> tuple[int, int]:
-    """Create Video (frames of ``images``, audio and fps of ``render``) -> Save Video; returns their ids."""
+def video_out(wf: Workflow, images: int, render: int, prefix: str, linked: tuple[str, ...] = ()) -> tuple[int, int]:
+    """Create Video (frames of ``images``, audio and fps of ``render``) -> Save Video; returns their ids.
+    ``linked``: Save Video widgets that get a socket for a link."""
     video = wf.add("CreateVideo", {"fps": 25.0})
-    save = wf.add("SaveVideo", {"filename_prefix": prefix, "format": "mp4", "codec": "h264"})
+    save = wf.add("SaveVideo", {"filename_prefix": prefix, "format": "mp4", "codec": "h264"}, linked=linked)
     wf.link(images, 0, video, "images")
     wf.link(render, 1, video, "audio")
     wf.link(render, 2, video, "fps")
@@ -411,13 +412,7 @@ def speech_list_to_videos() -> Workflow:
     coeffs = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": False})
     render = wf.add("SadTalkerRender", RENDER_WIDGETS)
     link_talking_head(wf, model, image, clips, face, coeffs, render)
-    video = wf.add("CreateVideo", {"fps": 25.0})
-    save = wf.add("SaveVideo", {"filename_prefix": "video/sadtalker", "format": "mp4", "codec": "h264"},
-                  linked=("filename_prefix",))
-    wf.link(render, 0, video, "images")
-    wf.link(render, 1, video, "audio")
-    wf.link(render, 2, video, "fps")
-    wf.link(video, 0, save, "video")
+    video, save = video_out(wf, render, render, "video/sadtalker", linked=("filename_prefix",))
     wf.link(clips, 1, save, "filename_prefix")
     x = wf.column(0, [model, image, clips])
     x = wf.column(x, [face, coeffs])
