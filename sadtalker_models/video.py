@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import subprocess
 import wave
 from contextlib import contextmanager
@@ -418,6 +419,87 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> N
             out.writeframes(pcm.T.tobytes())
 
 
+_STOP_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP back for a few statements (POSIX); they arrive on exit."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class _Encoder:
+    """An ffmpeg process encoding raw RGB frames from its stdin into an H.264 file (yuv420p, CRF from
+    imageio's 0..10 quality scale). Our own process handle, so that :meth:`stop` can make sure ffmpeg
+    has exited (a running ffmpeg could still create or write its output file after it was deleted).
+    It runs in its own session: a Ctrl-C in the terminal reaches this process, which stops it."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float, quality: float) -> None:
+        from fractions import Fraction
+
+        self.path = path
+        self.proc: subprocess.Popen | None = None
+        crf = int((1 - quality / 10.0) * 51)
+        cmd = [ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}",
+               "-pix_fmt", "rgb24", "-r", str(Fraction(fps).limit_denominator()), "-i", "-", "-an",
+               "-vcodec", "libx264", "-pix_fmt", "yuv420p", "-crf", str(crf)]
+        if width % 2 or height % 2:   # yuv420p needs even sides: stretch by one pixel (callers pad instead)
+            cmd += ["-vf", f"scale={width + width % 2}:{height + height % 2}"]
+        cmd += ["-v", "error", str(path)]
+        self.cmd = cmd
+
+    def start(self) -> None:
+        """Start ffmpeg. Stop signals are held back until its handle is stored, so an interrupt never
+        leaves an ffmpeg running that :meth:`stop` does not know of (ffmpeg inherits them held back;
+        :meth:`stop` kills it outright, and it ends by itself when its input closes)."""
+        with _stop_signals_held():
+            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, start_new_session=True)
+
+    def _failed(self, what: str) -> ValueError:
+        self.stop()
+        tail = self.proc.stderr.read().decode("utf-8", "replace").strip().splitlines()[-3:]
+        return ValueError(f"ffmpeg could not {what} {self.path}: {' / '.join(tail) or 'it stopped'}.")
+
+    def write(self, frame: np.ndarray) -> None:
+        """Send one ``(H, W, 3)`` uint8 RGB frame of the size given at start."""
+        try:
+            self.proc.stdin.write(np.ascontiguousarray(frame).data)
+        except (BrokenPipeError, ValueError, OSError):
+            raise self._failed("encode") from None
+
+    def finish(self) -> None:
+        """End the input and wait for ffmpeg to write the file; ValueError if it failed."""
+        try:
+            _, err = self.proc.communicate()
+        finally:
+            if self.proc.poll() is None:   # interrupted while waiting
+                self.stop()
+        if self.proc.returncode != 0:
+            tail = err.decode("utf-8", "replace").strip().splitlines()[-3:]
+            raise ValueError(f"ffmpeg could not finish {self.path}: {' / '.join(tail) or 'unknown error'}.")
+
+    def stop(self) -> None:
+        """Kill ffmpeg (if still running) and wait until it has exited."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:   # the pipe is broken: nothing left to flush
+                pass
+
+
 class Mp4Writer:
     """Stream RGB frames into an H.264 mp4; optionally mux audio trimmed to the video length.
 
@@ -443,7 +525,7 @@ class Mp4Writer:
         self.quality = quality
         self.frames_written = 0
         self.size: tuple[int, int] | None = None
-        self._gen = None
+        self._encoder: _Encoder | None = None
         self._video_path: Path | None = None
 
     def __enter__(self) -> "Mp4Writer":
@@ -456,16 +538,11 @@ class Mp4Writer:
             self.abort()
 
     def _open(self, width: int, height: int) -> None:
-        import imageio_ffmpeg
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.size = (width, height)
         temp_path_beside(self.path, "video", claim=self._claim_video_path)
-        self._gen = imageio_ffmpeg.write_frames(
-            str(self._video_path), (width, height), fps=self.fps, codec="libx264", pix_fmt_in="rgb24",
-            pix_fmt_out="yuv420p", quality=self.quality, macro_block_size=2, ffmpeg_log_level="error",
-        )
-        self._gen.send(None)
+        self._encoder = _Encoder(self._video_path, width, height, self.fps, self.quality)
+        self._encoder.start()
 
     def _claim_video_path(self, path: Path | None) -> None:
         self._video_path = path   # known to abort() before the file exists
@@ -480,21 +557,21 @@ class Mp4Writer:
         if frames.dtype != np.uint8:
             raise ValueError(f"Frames must be uint8, got {frames.dtype}.")
         height, width = frames.shape[1:3]
-        if self._gen is None:
+        if self._encoder is None:
             self._open(width, height)
         elif (width, height) != self.size:
             raise ValueError(f"Frame size changed from {self.size} to {(width, height)} while writing {self.path}.")
         for frame in frames:
-            self._gen.send(np.ascontiguousarray(frame))
+            self._encoder.write(frame)
             self.frames_written += 1
 
     def close(self) -> Path:
         """Finish the video and mux the audio; returns the output path."""
-        if self._gen is None:
+        if self._encoder is None:
             raise ValueError(f"No frames were written to {self.path}.")
         try:
-            self._gen.close()
-            self._gen = None
+            self._encoder.finish()
+            self._encoder = None
             if self.audio is not None:
                 mux_audio(self._video_path, self.audio, int(self.sample_rate or 16000), self.path,
                           self.frames_written, self.fps)
@@ -506,12 +583,9 @@ class Mp4Writer:
 
     def abort(self) -> None:
         """Stop writing and delete this writer's temporary files; a file already at ``path`` is kept."""
-        if self._gen is not None:
-            try:
-                self._gen.close()
-            except Exception:  # noqa: BLE001 - best effort while already failing
-                logger.debug("closing the ffmpeg writer failed", exc_info=True)
-            self._gen = None
+        if self._encoder is not None:
+            self._encoder.stop()   # ffmpeg has exited when this returns: it cannot re-create the file below
+            self._encoder = None
         if self._video_path is not None:
             self._video_path.unlink(missing_ok=True)
             self._video_path = None

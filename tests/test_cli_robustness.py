@@ -30,7 +30,7 @@ from conftest import MEDIA
 from test_cli import REPO, cli, short_wav
 
 from sadtalker_models.__main__ import join_negative_values, main
-from sadtalker_models.video import atomic_output, check_writable, output_folder, output_lock, read_image
+from sadtalker_models.video import Mp4Writer, atomic_output, check_writable, output_folder, output_lock, read_image
 
 CORRUPT = "truncated or corrupt"
 
@@ -164,6 +164,51 @@ def test_a_failed_or_interrupted_mux_keeps_the_old_video_byte_identical(weights_
     assert "Traceback" not in log, log[-3000:]
     assert out.read_bytes() == before
     assert sorted(p.name for p in out.parent.iterdir()) == ["talk.mp4"]
+
+
+class _Interrupted(BaseException):
+    """What the test's signal handler raises, standing in for KeyboardInterrupt (which would end pytest)."""
+
+
+def test_an_interrupt_stops_the_encoder_at_once_and_leaves_no_file(tmp_path, monkeypatch):
+    """Ctrl-C while a slow ffmpeg (it starts 1 s late) holds a frame: the writer kills ffmpeg and
+    waits for it to exit before deleting the temporary file, so nothing is created afterwards, and
+    it does not wait for the encoder to finish (the previous writer, imageio-ffmpeg's generator,
+    waited for ffmpeg to encode what it had been sent)."""
+    import subprocess as sp
+
+    import imageio_ffmpeg
+    import imageio_ffmpeg._io
+
+    slow = tmp_path / "slow_ffmpeg"
+    slow.write_text(f'#!/bin/sh\nsleep 1\nexec "{imageio_ffmpeg.get_ffmpeg_exe()}" "$@"\n')
+    slow.chmod(0o755)
+    # get_ffmpeg_exe() is cached, so $IMAGEIO_FFMPEG_EXE would not reach this process: patch the lookup
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(slow))
+    monkeypatch.setattr(imageio_ffmpeg._io, "get_ffmpeg_exe", lambda: str(slow))
+    started = []
+    real_popen = sp.Popen
+    monkeypatch.setattr(sp, "Popen", lambda *a, **k: started.append(real_popen(*a, **k)) or started[-1])
+
+    def interrupt(signum, frame):
+        raise _Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    out_dir = tmp_path / "out"
+    try:
+        with pytest.raises(_Interrupted):
+            with Mp4Writer(out_dir / "talk.mp4", fps=25) as writer:
+                writer.write(np.zeros((64, 64, 3), np.uint8))     # 12 KB: fits in the pipe
+                signal.setitimer(signal.ITIMER_REAL, 0.1)
+                time.sleep(5)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    encoder = [p for p in started if p.args[0] == str(slow)]
+    # stopped, not waited for: killed before it even started encoding (the old writer let it run to the end)
+    assert len(encoder) == 1 and encoder[0].returncode == -signal.SIGKILL
+    time.sleep(1.5)                                    # past the moment a running ffmpeg would write its output
+    assert list(out_dir.iterdir()) == []
 
 
 def test_atomic_output_replaces_only_a_complete_file(tmp_path):
