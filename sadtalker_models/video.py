@@ -54,12 +54,53 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Let Ctrl-C, SIGTERM and SIGHUP wait until the end of the block, then run their handlers.
+
+    For starting a process and storing its handle as one step: an interrupt in between would leave a
+    process running that nobody stops (and an ffmpeg that writes its output after the cleanup). Blocking
+    the signals is not enough: another thread (torch's workers) can take one, and Python then runs the
+    handler in the main thread at any point. Only the main thread runs Python signal handlers, so
+    elsewhere nothing can interrupt the block and it runs as is.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {}
+    for signum in _STOP_SIGNALS:
+        handler = signal.getsignal(signum)
+        if callable(handler):   # Python-level handlers only; SIG_DFL/SIG_IGN stay as they are
+            previous[signum] = handler
+            signal.signal(signum, lambda received, frame: held.append(received))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in held[:1]:   # one interrupt is enough to stop
+            previous[signum](signum, None)
+
+
 def _run_ffmpeg(args: list[str], what: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", *args], capture_output=True)
+    with stop_signals_deferred():
+        proc = subprocess.Popen([ffmpeg_exe(), "-hide_banner", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate()
+    except BaseException:   # interrupted: ffmpeg must not go on writing after the caller's cleanup
+        proc.kill()
+        proc.wait()
+        raise
     if proc.returncode != 0:
-        tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+        tail = err.decode("utf-8", "replace").strip().splitlines()[-3:]
         raise ValueError(f"ffmpeg could not {what}: {' / '.join(tail) or 'unknown error'}.")
-    return proc
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 # --------------------------------------------------------------------------- probing
@@ -316,11 +357,14 @@ def check_writable(path: str | os.PathLike) -> Path:
     if path.exists() and not os.access(path, os.W_OK):
         raise ValueError(f"The output {path} exists and is read-only; choose another output file or make it writable.")
     _make_parents(path)
+    probe_file = _Claimed()
     try:
-        temp_path_beside(path, "check").unlink()
+        temp_path_beside(path, "check", claim=probe_file)
     except OSError as err:
         raise ValueError(f"Cannot write files in {path.parent} ({err.strerror or err}); "
                          "choose another output folder.") from err
+    finally:
+        probe_file.remove()   # also when an interrupt lands between its creation and here
     return path
 
 
@@ -419,22 +463,6 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> N
             out.writeframes(pcm.T.tobytes())
 
 
-_STOP_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
-
-
-@contextmanager
-def _stop_signals_held() -> Iterator[None]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP back for a few statements (POSIX); they arrive on exit."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 class _Encoder:
     """An ffmpeg process encoding raw RGB frames from its stdin into an H.264 file (yuv420p, CRF from
     imageio's 0..10 quality scale). Our own process handle, so that :meth:`stop` can make sure ffmpeg
@@ -456,10 +484,9 @@ class _Encoder:
         self.cmd = cmd
 
     def start(self) -> None:
-        """Start ffmpeg. Stop signals are held back until its handle is stored, so an interrupt never
-        leaves an ffmpeg running that :meth:`stop` does not know of (ffmpeg inherits them held back;
-        :meth:`stop` kills it outright, and it ends by itself when its input closes)."""
-        with _stop_signals_held():
+        """Start ffmpeg. Stop signals wait until its handle is stored, so an interrupt never leaves an
+        ffmpeg running that :meth:`stop` does not know of."""
+        with stop_signals_deferred():
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, start_new_session=True)
 

@@ -118,7 +118,8 @@ def test_a_signal_mid_render_removes_temporary_files_and_keeps_the_old_video(wei
             proc.kill()
     assert code == 128 + sig, log[-3000:]
     assert "Interrupted" in log and "Traceback" not in log, log[-3000:]
-    assert sorted(p.name for p in out.parent.iterdir()) == ["talk.mp4"]
+    left = {p.name: p.stat().st_size for p in out.parent.iterdir()}
+    assert sorted(left) == ["talk.mp4"], (left, log[-3000:])   # sizes: 0 = never deleted, > 0 = written late
     assert out.read_bytes() == before
 
 
@@ -208,6 +209,44 @@ def test_an_interrupt_stops_the_encoder_at_once_and_leaves_no_file(tmp_path, mon
     # stopped, not waited for: killed before it even started encoding (the old writer let it run to the end)
     assert len(encoder) == 1 and encoder[0].returncode == -signal.SIGKILL
     time.sleep(1.5)                                    # past the moment a running ffmpeg would write its output
+    assert list(out_dir.iterdir()) == []
+
+
+def test_an_interrupt_just_after_ffmpeg_started_stops_it(tmp_path, monkeypatch):
+    """The Python signal handler runs right after the encoder's ffmpeg was forked, before its handle
+    is stored (another thread took the signal, so blocking it in this one does not help). The writer
+    must still stop that ffmpeg: otherwise it writes an empty mp4 under the temporary name after the
+    cleanup (the 261-byte talk.video.*.mp4 once seen in CI)."""
+    import subprocess as sp
+
+    import imageio_ffmpeg
+
+    slow = tmp_path / "slow_ffmpeg"
+    slow.write_text(f'#!/bin/sh\nsleep 1\nexec "{imageio_ffmpeg.get_ffmpeg_exe()}" "$@"\n')
+    slow.chmod(0o755)
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(slow))
+    started = []
+    real_popen = sp.Popen
+
+    def popen_then_handler(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)      # what Python does when the signal arrives
+        return started[-1]
+
+    def interrupt(signum, frame):
+        raise _Interrupted
+
+    monkeypatch.setattr(sp, "Popen", popen_then_handler)
+    previous = signal.signal(signal.SIGINT, interrupt)
+    out_dir = tmp_path / "out"
+    try:
+        with pytest.raises(_Interrupted):
+            with Mp4Writer(out_dir / "talk.mp4", fps=25) as writer:
+                writer.write(np.zeros((64, 64, 3), np.uint8))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert len(started) == 1 and started[0].returncode == -signal.SIGKILL
+    time.sleep(1.5)                                    # past the moment a lost ffmpeg would write its output
     assert list(out_dir.iterdir()) == []
 
 
