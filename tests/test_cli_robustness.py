@@ -167,26 +167,33 @@ def test_a_failed_or_interrupted_mux_keeps_the_old_video_byte_identical(weights_
     assert sorted(p.name for p in out.parent.iterdir()) == ["talk.mp4"]
 
 
-class _Interrupted(BaseException):
-    """What the test's signal handler raises, standing in for KeyboardInterrupt (which would end pytest)."""
-
-
-def test_an_interrupt_stops_the_encoder_at_once_and_leaves_no_file(tmp_path, monkeypatch):
-    """Ctrl-C while a slow ffmpeg (it starts 1 s late) holds a frame: the writer kills ffmpeg and
-    waits for it to exit before deleting the temporary file, so nothing is created afterwards, and
-    it does not wait for the encoder to finish (the previous writer, imageio-ffmpeg's generator,
-    waited for ffmpeg to encode what it had been sent)."""
-    import subprocess as sp
-
+@pytest.fixture
+def slow_ffmpeg(tmp_path, monkeypatch) -> str:
+    """This process's ffmpeg, made to start 1 s late (a loaded machine): a shell script that sleeps, then
+    execs the real one. Returns its path. get_ffmpeg_exe() is cached, so $IMAGEIO_FFMPEG_EXE would not
+    reach this process: the lookup is patched."""
     import imageio_ffmpeg
     import imageio_ffmpeg._io
 
     slow = tmp_path / "slow_ffmpeg"
     slow.write_text(f'#!/bin/sh\nsleep 1\nexec "{imageio_ffmpeg.get_ffmpeg_exe()}" "$@"\n')
     slow.chmod(0o755)
-    # get_ffmpeg_exe() is cached, so $IMAGEIO_FFMPEG_EXE would not reach this process: patch the lookup
     monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(slow))
     monkeypatch.setattr(imageio_ffmpeg._io, "get_ffmpeg_exe", lambda: str(slow))
+    return str(slow)
+
+
+class _Interrupted(BaseException):
+    """What the test's signal handler raises, standing in for KeyboardInterrupt (which would end pytest)."""
+
+
+def test_an_interrupt_stops_the_encoder_at_once_and_leaves_no_file(tmp_path, monkeypatch, slow_ffmpeg):
+    """Ctrl-C while a slow ffmpeg (it starts 1 s late) holds a frame: the writer kills ffmpeg and
+    waits for it to exit before deleting the temporary file, so nothing is created afterwards, and
+    it does not wait for the encoder to finish (the previous writer, imageio-ffmpeg's generator,
+    waited for ffmpeg to encode what it had been sent)."""
+    import subprocess as sp
+
     started = []
     real_popen = sp.Popen
     monkeypatch.setattr(sp, "Popen", lambda *a, **k: started.append(real_popen(*a, **k)) or started[-1])
@@ -205,26 +212,20 @@ def test_an_interrupt_stops_the_encoder_at_once_and_leaves_no_file(tmp_path, mon
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-    encoder = [p for p in started if p.args[0] == str(slow)]
+    encoder = [p for p in started if p.args[0] == slow_ffmpeg]
     # stopped, not waited for: killed before it even started encoding (the old writer let it run to the end)
     assert len(encoder) == 1 and encoder[0].returncode == -signal.SIGKILL
     time.sleep(1.5)                                    # past the moment a running ffmpeg would write its output
     assert list(out_dir.iterdir()) == []
 
 
-def test_an_interrupt_just_after_ffmpeg_started_stops_it(tmp_path, monkeypatch):
+def test_an_interrupt_just_after_ffmpeg_started_stops_it(tmp_path, monkeypatch, slow_ffmpeg):
     """The Python signal handler runs right after the encoder's ffmpeg was forked, before its handle
     is stored (another thread took the signal, so blocking it in this one does not help). The writer
     must still stop that ffmpeg: otherwise it writes an empty mp4 under the temporary name after the
     cleanup (the 261-byte talk.video.*.mp4 once seen in CI)."""
     import subprocess as sp
 
-    import imageio_ffmpeg
-
-    slow = tmp_path / "slow_ffmpeg"
-    slow.write_text(f'#!/bin/sh\nsleep 1\nexec "{imageio_ffmpeg.get_ffmpeg_exe()}" "$@"\n')
-    slow.chmod(0o755)
-    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(slow))
     started = []
     real_popen = sp.Popen
 
