@@ -55,8 +55,9 @@ class SadTalkerIdleCoefficients:
 NO_AUDIO_FOLDERS = "(no folder of audio clips in ComfyUI/input yet: make one, then press R)"
 
 
-def _audio_folders(limit: int = 200) -> list[str]:
-    """Folders under ComfyUI's input folder (``/``-separated, relative) that hold audio files, sorted."""
+def _audio_folders(limit: int = 200, depth: int = 3) -> list[str]:
+    """Folders under ComfyUI's input folder (``/``-separated, relative, at most ``depth`` levels down)
+    that hold audio files, sorted. Bounded, since ComfyUI asks for the list on every page load."""
     import folder_paths
 
     from ..sadtalker_models.video import AUDIO_SUFFIXES
@@ -64,7 +65,8 @@ def _audio_folders(limit: int = 200) -> list[str]:
     base = folder_paths.get_input_directory()
     found = []
     for root, dirs, files in os.walk(base) if os.path.isdir(base) else ():
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        level = 0 if root == base else os.path.relpath(root, base).count(os.sep) + 1
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if level < depth else []
         if root != base and any(f.lower().endswith(AUDIO_SUFFIXES) for f in files):
             found.append(os.path.relpath(root, base).replace(os.sep, "/"))
             if len(found) >= limit:

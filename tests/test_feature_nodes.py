@@ -107,6 +107,12 @@ def test_audio_list_node_gives_one_clip_per_file_for_one_video_each(nodes, model
     (comfy_base / "input" / "empty").mkdir()
     assert "speeches" in node_cls.INPUT_TYPES()["required"]["folder"][0]
     assert "empty" not in node_cls.INPUT_TYPES()["required"]["folder"][0]
+    deep = comfy_base / "input" / "a" / "b" / "c" / "d"
+    deep.mkdir(parents=True)
+    _write_wav(deep.parent / "x.wav", speech_16k[:, :640], rate)
+    _write_wav(deep / "y.wav", speech_16k[:, :640], rate)
+    listed = node_cls.INPUT_TYPES()["required"]["folder"][0]
+    assert "a/b/c" in listed and "a/b/c/d" not in listed                  # three levels down at most
 
     clips, names = node_cls().load("speeches")
     assert names == ["clip2", "clip10"]                                    # natural order, the text file left out
