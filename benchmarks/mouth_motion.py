@@ -83,15 +83,20 @@ def correlations(motion: np.ndarray, voices: np.ndarray) -> np.ndarray:
     return out
 
 
+def speaks_alone(voices: np.ndarray, j: int, loud: float = 0.02, quiet: float = 0.005) -> np.ndarray:
+    """``(T,)`` bool: the frames where voice ``j``'s loudness is above ``loud`` and every other
+    voice's below ``quiet`` (``voices``: ``(V, T)`` loudness)."""
+    return (voices[j] > loud) & (np.delete(voices, j, axis=0) < quiet).all(axis=0)
+
+
 def solo_motion(motion: np.ndarray, voices: np.ndarray, loud: float = 0.02, quiet: float = 0.005) -> np.ndarray:
     """``[face, voice]`` mean change of each face's mouth ``(F, T)`` over the frames where voice j
     speaks alone (its loudness above ``loud``, every other voice's below ``quiet``); NaN when voice j
     never speaks alone. Unlike the correlation, this is not blurred by the renderer's 27-frame
     window as long as the turns are longer than that window's reach."""
     out = np.full((len(motion), len(voices)), np.nan)
-    for j, voice in enumerate(voices):
-        others = np.delete(voices, j, axis=0)
-        alone = (voice > loud) & (others < quiet).all(axis=0)
+    for j in range(len(voices)):
+        alone = speaks_alone(voices, j, loud, quiet)
         alone[0] = False                          # frame 0 has no previous frame to change from
         if alone.any():
             out[:, j] = motion[:, alone].mean(axis=1)
@@ -111,7 +116,7 @@ def voices_in_track(track: np.ndarray, voices: np.ndarray, loud: float = 0.02, q
     (Audio Merge "add"), about 0 when it is missing; NaN when it never speaks alone."""
     out = np.full(len(voices), np.nan)
     for j, voice in enumerate(voices):
-        alone = (voice > loud) & (np.delete(voices, j, axis=0) < quiet).all(axis=0)
+        alone = speaks_alone(voices, j, loud, quiet)
         if alone.any():
             out[j] = float(track[alone].mean() / voice[alone].mean())
     return out
