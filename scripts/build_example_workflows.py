@@ -256,12 +256,16 @@ def link_talking_head(wf: Workflow, model: int, image: int, audio: int, face: in
 RENDER_WIDGETS = {"expression_scale": 1.0, "batch_size": 2, "paste_back": True, "yaw": "", "pitch": "", "roll": ""}
 
 
+SPEECH = ("LoadAudio", {"audio": "speech.wav"})
+
+
 def talking_head(wf: Workflow, picture: str, preprocess: str, still: bool, render_type: str = "SadTalkerRender",
-                 render_widgets: dict = RENDER_WIDGETS) -> tuple[int, ...]:
-    """The nodes every example has: loader, picture, speech, face, coefficients, render (ids in that order)."""
+                 render_widgets: dict = RENDER_WIDGETS, speech: tuple[str, dict] = SPEECH) -> tuple[int, ...]:
+    """The nodes every example has: loader, picture, speech (``speech``: its node type and widgets), face,
+    coefficients, render (ids in that order)."""
     model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
     image = wf.add("LoadImage", {"image": picture})
-    audio = wf.add("LoadAudio", {"audio": "speech.wav"})
+    audio = wf.add(*speech)
     face = wf.add("SadTalkerFaceCrop", {"preprocess": preprocess, "size": "256", "landmark_backend": "auto"})
     coeffs = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": still})
     render = wf.add(render_type, render_widgets)
@@ -405,13 +409,9 @@ def speech_list_to_videos() -> Workflow:
                   "('speeches' here) as a list, so everything after it runs once per clip; the models load once. "
                   "Its 'name' output names each video after its clip (output/video/sadtalker_<clip>_00001_.mp4). "
                   "A list of pictures works the same way (core Load Image Dataset from Folder).")
-    model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
-    image = wf.add("LoadImage", {"image": "portrait.png"})
-    clips = wf.add("SadTalkerLoadAudioList", {"folder": "speeches", "name_prefix": "video/sadtalker_"})
-    face = wf.add("SadTalkerFaceCrop", {"preprocess": "crop", "size": "256", "landmark_backend": "auto"})
-    coeffs = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": False})
-    render = wf.add("SadTalkerRender", RENDER_WIDGETS)
-    link_talking_head(wf, model, image, clips, face, coeffs, render)
+    model, image, clips, face, coeffs, render = talking_head(
+        wf, "portrait.png", "crop", still=False,
+        speech=("SadTalkerLoadAudioList", {"folder": "speeches", "name_prefix": "video/sadtalker_"}))
     video, save = video_out(wf, render, render, "video/sadtalker", linked=("filename_prefix",))
     wf.link(clips, 1, save, "filename_prefix")
     x = wf.column(0, [model, image, clips])
