@@ -10,13 +10,16 @@ import os
 
 from ..sadtalker_models import options
 from . import comfy_glue
-from .sadtalker_nodes import CATEGORY, COEFFS, FACE, MAX_SEED, MODEL, MOTION_INPUTS, _face, _model_handle, _pipeline
+from .sadtalker_nodes import (CATEGORY, COEFFS, EXPRESSION_REFERENCE_INPUTS, FACE, MAX_SEED, MODEL, MOTION_INPUTS,
+                              _expression_face, _face, _model_handle, _pipeline)
 
 
 class SadTalkerIdleCoefficients:
     DESCRIPTION = ("Makes N seconds of idle motion without speech: eye blinks, a slight head motion and a closed, "
                    "still mouth (SadTalker's audio networks are given silence). Seeded: the same seed gives the "
-                   "same clip. Render it like any other coefficients; the audio output is silence of that length.")
+                   "same clip. Render it like any other coefficients; the audio output is silence of that length. "
+                   "An optional expression reference (another picture's face) gives the resting face that "
+                   "picture's expression.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (COEFFS,)
     RETURN_NAMES = ("coefficients",)
@@ -29,7 +32,7 @@ class SadTalkerIdleCoefficients:
             "required": {
                 "model": (MODEL,),
                 "face": (FACE,),
-                "seconds": ("FLOAT", {"default": 5.0, "min": 0.04, "max": 600.0, "step": 0.5,
+                "seconds": ("FLOAT", {"default": 5.0, "min": 0.04, "max": options.MAX_IDLE_SECONDS, "step": 0.5,
                                       "tooltip": "Length of the idle clip (25 frames a second)."}),
                 "pose_style": ("INT", {"default": 0, "min": 0, "max": options.MAX_POSE_STYLE, "step": 1,
                                        "tooltip": "One of SadTalker's 46 head-motion styles."}),
@@ -37,18 +40,21 @@ class SadTalkerIdleCoefficients:
                                  "tooltip": "Seed for the head motion and the blink timing."}),
                 "blink": ("BOOLEAN", {"default": True, "tooltip": "Add eye blinks."}),
             },
-            "optional": dict(MOTION_INPUTS),
+            "optional": {**MOTION_INPUTS, **EXPRESSION_REFERENCE_INPUTS},
         }
 
     def make(self, model, face, seconds: float = 5.0, pose_style: int = 0, seed: int = 0, blink: bool = True,
-             head_motion_scale: float = 1.0, blinks_per_minute: float = 0.0):
+             head_motion_scale: float = 1.0, blinks_per_minute: float = 0.0, expression_reference=None,
+             expression_strength: float = 1.0):
         handle = _model_handle(model)
         source = _face(face)
+        expression = _expression_face(expression_reference)
         comfy_glue.check_interrupted()
         models = handle.ensure_loaded()
         coeffs = _pipeline().idle_coefficients(
             models, source, float(seconds), pose_style=int(pose_style), seed=int(seed), blink=bool(blink),
-            blinks_per_minute=float(blinks_per_minute), head_motion_scale=float(head_motion_scale))
+            blinks_per_minute=float(blinks_per_minute), head_motion_scale=float(head_motion_scale),
+            expression_reference=expression, expression_strength=float(expression_strength))
         return {"ui": {"sadtalker_curves": [coeffs.curves()]}, "result": (coeffs,)}
 
 
@@ -81,9 +87,19 @@ def _input_folder(name: str) -> str:
     base = os.path.realpath(folder_paths.get_input_directory())
     path = os.path.realpath(os.path.join(base, name))
     if name == NO_AUDIO_FOLDERS or os.path.commonpath([base, path]) != base or path == base:
+        shown = name if len(name) <= 80 else f"{name[:80]}... ({len(name)} characters)"
         raise ValueError(f"Pick a folder inside ComfyUI's input folder ({base}) that holds the speech clips "
-                         f"(got {name!r}); make one, put the clips in it and press R to refresh the list.")
+                         f"(got {shown!r}); make one, put the clips in it and press R to refresh the list.")
     return path
+
+
+def _input_audio_files(folder: str) -> list:
+    """The audio files of a folder of ComfyUI's input folder, none of them a link to a file outside it."""
+    import folder_paths
+
+    from ..sadtalker_models.video import audio_files
+
+    return audio_files(_input_folder(folder), within=folder_paths.get_input_directory())
 
 
 class SadTalkerLoadAudioList:
@@ -112,21 +128,18 @@ class SadTalkerLoadAudioList:
 
     @classmethod
     def IS_CHANGED(cls, folder: str, name_prefix: str = ""):
-        from ..sadtalker_models.video import audio_files
-
         try:
-            files = audio_files(_input_folder(folder))
-        except ValueError:
+            return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in _input_audio_files(folder)]
+        except (ValueError, OSError):
             return float("nan")   # always run: load() gives the readable error
-        return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
     def load(self, folder: str, name_prefix: str = ""):
         import torch
 
-        from ..sadtalker_models.video import audio_files, load_audio
+        from ..sadtalker_models.video import load_audio
 
         clips, names = [], []
-        for path in audio_files(_input_folder(folder)):
+        for path in _input_audio_files(folder):
             comfy_glue.check_interrupted()
             wave, rate = load_audio(path)
             clips.append({"waveform": torch.from_numpy(wave)[None], "sample_rate": int(rate)})

@@ -45,6 +45,18 @@ MOTION_INPUTS = {
                                                "a minute), otherwise about this many blinks a minute."}),
 }
 
+# another picture's expression (happy, sad, surprised): on Audio to Coefficients and the Idle Coefficients node
+EXPRESSION_REFERENCE_INPUTS = {
+    "expression_reference": (FACE, {"tooltip": "Optional: the 'face' of a Face Crop + 3DMM node run on another "
+                                               "picture (smiling, sad, surprised...). The lips still follow the "
+                                               "speech, around that picture's expression; the source keeps its "
+                                               "identity. Shows only with the official weights."}),
+    "expression_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.5, "step": 0.05,
+                                      "tooltip": "How much of the expression reference: 0 = the source's own "
+                                                 "expression (as without a reference), 1 = the reference's, "
+                                                 "1.5 = exaggerated. Ignored without expression_reference."}),
+}
+
 AUDIO_TOOLTIP = "Speech; any sample rate, channels are mixed down."
 POSE_STYLE_TOOLTIP = "One of SadTalker's 46 head-motion styles."
 SEED_TOOLTIP = ("Seed for the head-motion noise and the blink timing. Keep it fixed to re-use the cached result "
@@ -92,6 +104,14 @@ def _face(face: Any):
     return _require(face, _pipeline().SourceFace, "face", "connect the 'face' output of 'SadTalker Face Crop + 3DMM'.")
 
 
+def _expression_face(face: Any):
+    """The optional expression reference: None, or a prepared face (its coeff_3dmm is used)."""
+    if face is None:
+        return None
+    return _require(face, _pipeline().SourceFace, "expression_reference",
+                    "connect the 'face' output of a 'SadTalker Face Crop + 3DMM' node run on the expression picture.")
+
+
 def _coeffs(coeffs: Any):
     return _require(coeffs, _pipeline().Coefficients, "coefficients",
                     "connect an 'Audio to Coefficients', 'Reference Video to Coefficients' or 'Load Coefficients' node.")
@@ -108,8 +128,8 @@ def _reference(ref: Any, what: str):
 
 
 def _first_image(image: Any, what: str = "image"):
-    """First frame of a ComfyUI IMAGE batch ``[B, H, W, C]`` as an ``(H, W, 3)`` uint8 array."""
-    import numpy as np
+    """First frame of a ComfyUI IMAGE batch ``[B, H, W, C]`` as an ``(H, W, 3)`` uint8 array (refused
+    before any model loads when it is too small, too large, or holds NaN)."""
     import torch
 
     if not isinstance(image, torch.Tensor):
@@ -120,8 +140,17 @@ def _first_image(image: Any, what: str = "image"):
         raise ValueError(f"The {what} must be an IMAGE batch [B, H, W, C]; got shape {tuple(image.shape)}.")
     if image.shape[0] > 1:
         logger.info("SadTalker: the %s batch has %d images; only the first is used.", what, image.shape[0])
-    frame = image[0].detach().float().cpu().clamp(0, 1)
-    return np.rint(frame.numpy() * np.float32(255.0)).astype(np.uint8)
+    from ..sadtalker_models.face.landmarks import to_rgb_uint8
+    from ..sadtalker_models.video import check_picture_pixels
+
+    frame = image[0].detach().cpu()
+    if not frame.is_floating_point():
+        raise ValueError(f"The {what} must be a float IMAGE in 0..1 (connect a Load Image node), got {frame.dtype}.")
+    if frame.dtype not in (torch.float32, torch.float64):
+        frame = frame.float()
+    width, height = frame.shape[1], frame.shape[0]
+    check_picture_pixels(width, height, f"The {what}")
+    return to_rgb_uint8(frame.numpy(), what)   # converted in blocks of rows: one uint8 copy of a huge picture
 
 
 def _audio(audio: Any) -> tuple[Any, int]:
@@ -139,6 +168,22 @@ def _audio(audio: Any) -> tuple[Any, int]:
     if wave.numel() == 0 or wave.shape[-1] == 0:
         raise ValueError("The audio is empty; load a speech clip of at least 40 ms.")
     return wave, int(audio["sample_rate"])
+
+
+#: Longest side of the 'faces' preview; a larger picture's preview is scaled down (a 100-MP picture
+#: would otherwise be a 1.2 GB float IMAGE just to show the boxes).
+PREVIEW_MAX_SIDE = 2048
+
+
+def _preview_size(image):
+    """``(H, W, 3)`` uint8, scaled down (INTER_AREA) so its longer side is at most PREVIEW_MAX_SIDE."""
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = PREVIEW_MAX_SIDE / max(h, w)
+    if scale >= 1:
+        return image
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 def _to_image_tensor(frames):
@@ -202,7 +247,8 @@ class SadTalkerFaceCrop:
     RETURN_TYPES = (FACE, "IMAGE", "IMAGE")
     RETURN_NAMES = ("face", "crop", "faces")
     OUTPUT_TOOLTIPS = ("The chosen face for the other SadTalker nodes.", "The face crop the renderer animates.",
-                       "The picture with every face found and its index; the chosen face in green.")
+                       "The picture with every face found and its index; the chosen face in green (at most "
+                       f"{PREVIEW_MAX_SIDE} px on the longer side).")
     FUNCTION = "prepare"
 
     @classmethod
@@ -225,18 +271,19 @@ class SadTalkerFaceCrop:
 
     def prepare(self, model, image, preprocess: str = "crop", size: str = "256", landmark_backend: str = "auto",
                 face_index: int = -1, mask=None):
-        from ..sadtalker_models.face.select import draw_faces
+        from ..sadtalker_models.face.select import draw_faces, mask_to_array
 
         handle = _model_handle(model)
         picture = _first_image(image, "image")
+        if mask is not None:   # any MASK shape; checked before the model loads
+            mask = mask_to_array(mask, *picture.shape[:2])
         comfy_glue.check_interrupted()
         models = handle.ensure_loaded()
         face = _pipeline().prepare_face(models, picture, preprocess, int(size), landmark_backend,
-                                        face_index=int(face_index),
-                                        mask=None if mask is None else mask if mask.ndim == 2 else mask[0])
+                                        face_index=int(face_index), mask=mask)
         crop = _to_image_tensor(face.crop[None])
-        faces = _to_image_tensor(draw_faces(face.original, face.data.faces, face.data.face_index)[None])
-        return (face, crop, faces)
+        faces = draw_faces(face.original, face.data.faces, face.data.face_index)
+        return (face, crop, _to_image_tensor(_preview_size(faces)[None]))
 
 
 # --------------------------------------------------------------------------- coefficients
@@ -246,7 +293,9 @@ class SadTalkerAudioToCoefficients:
     DESCRIPTION = ("Turns speech into per-frame motion (expression, head pose, eye blinks) at 25 fps with "
                    "SadTalker's ExpNet and PoseVAE. The audio travels with the coefficients so Render can output "
                    "it trimmed to the video length. Optional reference coefficients copy head motion and/or "
-                   "blinks from a video.")
+                   "blinks from a video; an optional expression reference (another picture's face) makes the face "
+                   "talk with that picture's expression. The curves' 'expression Δ' line is each frame's L2 distance "
+                   "from the source's own expression (64 coefficients).")
     CATEGORY = CATEGORY
     RETURN_TYPES = (COEFFS,)
     RETURN_NAMES = ("coefficients",)
@@ -272,14 +321,16 @@ class SadTalkerAudioToCoefficients:
                 "ref_pose": (REFERENCE, {"tooltip": "Add the head motion of a reference video."}),
                 "ref_eyeblink": (REFERENCE, {"tooltip": "Take blinks and eye motion from a reference video."}),
                 **MOTION_INPUTS,
+                **EXPRESSION_REFERENCE_INPUTS,
             },
         }
 
     def predict(self, model, face, audio, pose_style: int = 0, seed: int = 0, blink: bool = True,
                 still: bool = False, ref_pose=None, ref_eyeblink=None, head_motion_scale: float = 1.0,
-                blinks_per_minute: float = 0.0):
+                blinks_per_minute: float = 0.0, expression_reference=None, expression_strength: float = 1.0):
         handle = _model_handle(model)
         source = _face(face)
+        expression = _expression_face(expression_reference)
         wave, rate = _audio(audio)
         comfy_glue.check_interrupted()
         models = handle.ensure_loaded()
@@ -287,7 +338,8 @@ class SadTalkerAudioToCoefficients:
             models, source, wave, rate, pose_style=int(pose_style), seed=int(seed), blink=bool(blink),
             still=bool(still), ref_pose=_reference(ref_pose, "ref_pose"),
             ref_eyeblink=_reference(ref_eyeblink, "ref_eyeblink"), head_motion_scale=float(head_motion_scale),
-            blinks_per_minute=float(blinks_per_minute))
+            blinks_per_minute=float(blinks_per_minute), expression_reference=expression,
+            expression_strength=float(expression_strength))
         return {"ui": {"sadtalker_curves": [coeffs.curves()]}, "result": (coeffs,)}
 
 

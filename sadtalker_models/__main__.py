@@ -22,7 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .options import LANDMARK_BACKENDS, MAX_POSE_STYLE, PRECISIONS, PREPROCESS_MODES
+from .options import FPS, LANDMARK_BACKENDS, MAX_IDLE_SECONDS, MAX_POSE_STYLE, PRECISIONS, PREPROCESS_MODES
 
 logger = logging.getLogger("sadtalker_models")
 
@@ -64,6 +64,11 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
                    help="which face talks: -1 the largest (default), 0, 1, ... from left to right")
     p.add_argument("--face-mask", help="mask image (white over the face that should talk); overrides --face-index")
     p.add_argument("--expression-scale", type=float, default=1.0)
+    p.add_argument("--expression-image", metavar="PICTURE",
+                   help="talk with the expression of this picture's face (smiling, sad, ...); the source keeps its "
+                        "identity (needs the official weights to show)")
+    p.add_argument("--expression-strength", type=float, default=1.0,
+                   help="how much of --expression-image: 0 the source's own expression, 1 the picture's (default)")
     p.add_argument("--ref-video", help="reference video for both head pose and blinks")
     p.add_argument("--ref-pose", help="reference video for head pose only")
     p.add_argument("--ref-eyeblink", help="reference video for eye blinks only")
@@ -251,42 +256,74 @@ class _download_progress:
 
 
 def run(args: argparse.Namespace, check_stop=lambda: None) -> int:
-    """Check the arguments and the output, hold the output's lock, then render (:func:`_render`).
+    """Check the arguments and every output, hold the outputs' locks, then render (:func:`_render`).
 
     ``check_stop()`` runs between render batches and before the mux; it may raise to stop.
     """
+    from contextlib import ExitStack
+
     from sadtalker_models.video import check_writable, output_folder, output_lock
 
-    out = check_run_args(args)
-    with output_folder(out):   # a failed run removes the output folders it created
-        check_writable(out)
-        with output_lock(out):
-            return _render(args, check_stop)
+    outputs = check_run_args(args)
+    with ExitStack() as stack:
+        for out in outputs:
+            stack.enter_context(output_folder(out))   # a failed run removes the output folders it created
+            check_writable(out)
+            stack.enter_context(output_lock(out))
+        return _render(args, check_stop)
 
 
-def check_run_args(args: argparse.Namespace) -> Path:
-    """Every check that needs no decoding or model: numbers in range, input files present; the output path."""
+#: The run command's input files, by argument name.
+INPUT_FLAGS = ("image", "audio", "coefficients", "face_mask", "checkpoint", "ref_video", "ref_pose", "ref_eyeblink",
+               "enhancer", "expression_image")
+#: Numeric run arguments that must be finite numbers (argparse's float() takes "inf" and "nan").
+FINITE_FLAGS = ("idle", "expression_scale", "head_motion_scale", "blink_rate", "expression_strength")
+
+
+def check_run_args(args: argparse.Namespace) -> list[Path]:
+    """Every check that needs no decoding or model: numbers in range, input files present, each
+    output of the right kind and none the same file as an input or another output.
+
+    Returns the output paths: the video, then the coefficient file when ``--save-coefficients`` is given.
+    """
     from sadtalker_models import pipeline
+    from sadtalker_models.video import check_distinct_outputs
 
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"The output must be an .mp4 file, got {out}.")
+    outputs = {"--out": out}
+    if args.save_coefficients:
+        saved = Path(args.save_coefficients)
+        if saved.suffix.lower() != ".safetensors":
+            raise ValueError(f"--save-coefficients must name a .safetensors file, got {saved}.")
+        outputs["--save-coefficients"] = saved
+    for name in FINITE_FLAGS:
+        value = getattr(args, name, None)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}.")
+    if args.idle is not None and not 1.0 / FPS <= args.idle <= MAX_IDLE_SECONDS:
+        raise ValueError(f"--idle needs a length between 0.04 seconds (one frame) and {MAX_IDLE_SECONDS:.0f} seconds; "
+                         f"got {args.idle}.")
     if not 0 <= args.pose_style <= MAX_POSE_STYLE:
         raise ValueError(f"--pose-style must be between 0 and {MAX_POSE_STYLE}, got {args.pose_style}.")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}.")
-    if not math.isfinite(args.expression_scale):
-        raise ValueError(f"--expression-scale must be a finite number (1 = as predicted), got {args.expression_scale}.")
+    if args.blink_rate < 0:
+        raise ValueError(f"--blink-rate must be 0 (natural blinks) or more blinks a minute, got {args.blink_rate}.")
     for name in ("yaw", "pitch", "roll"):
         pipeline.parse_angles(getattr(args, name), name)
     if args.coefficients and (args.ref_video or args.ref_pose or args.ref_eyeblink):
         raise ValueError("--coefficients already hold the motion; leave out --ref-video/--ref-pose/--ref-eyeblink.")
-    for flag in ("image", "audio", "coefficients", "checkpoint", "ref_video", "ref_pose", "ref_eyeblink", "enhancer"):
+    if args.coefficients and args.expression_image:
+        raise ValueError("--coefficients already hold the expression; leave out --expression-image.")
+    for flag in INPUT_FLAGS:
         path = getattr(args, flag, None)
         if path and not Path(path).is_file():
             what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
             raise ValueError(f"--{flag.replace('_', '-')} {path} {what}; check the path.")
-    return out
+    check_distinct_outputs(outputs, {f"--{flag.replace('_', '-')}": getattr(args, flag, None) for flag in INPUT_FLAGS})
+    return list(outputs.values())
 
 
 def check_speech(wave, rate: int, path: str) -> None:
@@ -328,11 +365,12 @@ def _render(args: argparse.Namespace, check_stop) -> int:
 
     from sadtalker_models import pipeline
     from sadtalker_models.coefficient_files import load_coefficients, save_coefficients
+    from sadtalker_models.face.landmarks import to_rgb_uint8
     from sadtalker_models.render_video import render_to_mp4
     from sadtalker_models.video import load_audio, read_image, read_video
 
     out = Path(args.out)  # checked by check_run_args
-    image = read_image(args.image)
+    image = to_rgb_uint8(read_image(args.image), f"picture {args.image}")   # a too-small picture fails here
     mask = read_image(args.face_mask)[..., 0] > 127 if args.face_mask else None
     saved = load_coefficients(args.coefficients) if args.coefficients else None
     if saved is not None:
@@ -340,9 +378,7 @@ def _render(args: argparse.Namespace, check_stop) -> int:
     elif args.audio:
         wave, rate = load_audio(args.audio)
         check_speech(wave, rate, args.audio)
-    else:
-        if not args.idle or args.idle < 0.04:
-            raise ValueError(f"--idle needs a length of at least 0.04 seconds; got {args.idle}.")
+    else:   # --idle, in range (check_run_args)
         rate = 16000
         wave = np.zeros((1, int(round(args.idle * 25)) * rate // 25), dtype=np.float32)
     checkpoint = Path(args.checkpoint) if args.checkpoint else pipeline.find_checkpoint(args.models_dir, args.size or 256)
@@ -353,6 +389,13 @@ def _render(args: argparse.Namespace, check_stop) -> int:
     logger.info("Models: %s", models)
     face = pipeline.prepare_face(models, image, args.preprocess, args.size, args.landmark_backend, args.landmark_dir,
                                  face_index=args.face_index, mask=mask)
+    expression = None
+    if args.expression_image:   # the largest face of that picture, prepared like the source
+        try:
+            expression = pipeline.prepare_face(models, read_image(args.expression_image), args.preprocess, args.size,
+                                               args.landmark_backend, args.landmark_dir).coeff_3dmm
+        except ValueError as err:
+            raise ValueError(f"--expression-image {args.expression_image}: {err}") from err
 
     refs: dict[str, object] = {}
     ref_paths = {"pose": args.ref_pose or args.ref_video, "eyeblink": args.ref_eyeblink or args.ref_video}
@@ -370,7 +413,8 @@ def _render(args: argparse.Namespace, check_stop) -> int:
         refs[kind] = extracted[path]
 
     motion = dict(pose_style=args.pose_style, seed=args.seed, blink=not args.no_blink, still=args.still,
-                  head_motion_scale=args.head_motion_scale, blinks_per_minute=args.blink_rate)
+                  head_motion_scale=args.head_motion_scale, blinks_per_minute=args.blink_rate,
+                  expression_reference=expression, expression_strength=args.expression_strength)
     if saved is not None:
         coeffs = saved
     elif args.audio:

@@ -63,6 +63,10 @@ def pcm_to_float32(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
+#: A float waveform peaking above this is not -1..1 audio (the mel would saturate): it is scaled down.
+LOUD_PEAK = 4.0
+
+
 def resampled_length(num_samples: int, sample_rate: int) -> int:
     """Length after resampling to 16 kHz: ``ceil(n * (16000 / sr))`` in float64, as librosa computes it."""
     return int(math.ceil(num_samples * (float(SAMPLE_RATE) / sample_rate)))
@@ -117,6 +121,12 @@ def to_mono_16k(waveform: torch.Tensor | np.ndarray, sample_rate: int) -> np.nda
     x = pcm_to_float32(x)
     if not np.all(np.isfinite(x)):
         raise ValueError("The audio contains NaN or infinite samples; clean or re-decode the audio file.")
+    peak = float(np.abs(x).max())
+    if peak > LOUD_PEAK:
+        logger.warning("The audio's samples reach %.3g, far outside -1..1 (integer PCM stored as float?); it is "
+                       "scaled to -1..1 for the lip motion, which would otherwise freeze. The sound track keeps "
+                       "the samples as given (clipped); normalise the audio to -1..1 first.", peak)
+        x = x * np.float32(1.0 / peak)
 
     mono = x[0] if x.shape[0] == 1 else np.mean(x, axis=0, dtype=np.float32)
     mono = np.ascontiguousarray(mono, dtype=np.float32)

@@ -21,6 +21,8 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 LANDMARK_BACKENDS = ("auto", "dlib", "face_alignment")
 #: Pose styles of the PoseVAE: 0 .. MAX_POSE_STYLE.
 MAX_POSE_STYLE = 45
+#: Longest idle clip without speech, in seconds (one hour).
+MAX_IDLE_SECONDS = 3600.0
 
 
 def is_full_frame(preprocess: str) -> bool:

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from .model_cache import MODEL_CACHE, ModelCache, make_key
-from .options import (FPS, LANDMARK_BACKENDS, MAX_POSE_STYLE, PREPROCESS_MODES, SIZES, check_choice,
-                      is_full_frame)
+from .options import (FPS, LANDMARK_BACKENDS, MAX_IDLE_SECONDS, MAX_POSE_STYLE, PREPROCESS_MODES, SIZES,
+                      check_choice, is_full_frame)
 from .precision import resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -418,8 +418,9 @@ def idle_coefficients(models: SadTalkerModels, face: SourceFace, seconds: float,
     same length. Same ``seed`` -> same clip.
     """
     seconds = float(seconds)
-    if not math.isfinite(seconds) or seconds < 1.0 / FPS:
-        raise ValueError(f"The idle length must be at least one frame (0.04 s); got {seconds!r} seconds.")
+    if not (math.isfinite(seconds) and 1.0 / FPS <= seconds <= MAX_IDLE_SECONDS):
+        raise ValueError(f"The idle length must be between one frame (0.04 s) and {MAX_IDLE_SECONDS:.0f} s; got "
+                         f"{seconds!r} seconds.")
     frames = int(round(seconds * FPS))
     rate = 16000
     silence = np.zeros((1, frames * rate // FPS), dtype=np.float32)
@@ -553,7 +554,7 @@ def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficient
         if not paste:
             raise ValueError("A background needs the face pasted into the whole picture: use the full or extfull "
                              "preprocess mode with paste_back on.")
-        background_frame(background, 0, face)   # size check before any rendering
+        check_background(background, face)   # size and values, before any rendering
 
     with torch.inference_mode():
         # float32 in: the renderer casts to each network's own dtype
@@ -589,9 +590,22 @@ def background_frame(background: Any, index: int, face: SourceFace) -> np.ndarra
             or background.shape[3] != 3:
         raise ValueError(f"The background must be frames of the same picture, {w0}x{h0} pixels (a render of another "
                          f"face of it); got shape {tuple(getattr(background, 'shape', ()))}.")
-    frame = background[min(int(index), n - 1), :h0, :w0]
+    index = min(int(index), n - 1)
+    frame = background[index, :h0, :w0]
     if isinstance(frame, torch.Tensor):
         frame = frame.detach().cpu().numpy()
-    if frame.dtype != np.uint8:
-        frame = np.rint(np.clip(frame.astype(np.float32), 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
-    return np.ascontiguousarray(frame)
+    from .face.landmarks import to_rgb_uint8
+
+    return to_rgb_uint8(frame, f"background frame {index}")   # NaN or infinite pixels: a sentence, not black
+
+
+def check_background(background: Any, face: SourceFace) -> None:
+    """Before any rendering: every frame of ``background`` ``(N, H, W, 3)`` fits the picture
+    (:func:`background_frame`) and holds finite values (a NaN frame would be pasted as black)."""
+    background_frame(background, 0, face)
+    for index in range(len(background)):
+        frame = background[index]
+        finite = torch.isfinite(frame).all() if isinstance(frame, torch.Tensor) else np.isfinite(frame).all()
+        if not bool(finite):
+            raise ValueError(f"Background frame {index} contains NaN or infinite values, which would paste as black; "
+                             "check the node that made the background frames.")

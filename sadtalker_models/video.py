@@ -185,18 +185,32 @@ def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def audio_files(folder: str | os.PathLike) -> list[Path]:
+def audio_files(folder: str | os.PathLike, within: str | os.PathLike | None = None) -> list[Path]:
     """The speech files directly in ``folder`` (by :data:`AUDIO_SUFFIXES`), in natural name order
     (``a2`` before ``a10``); hidden files are skipped. Raises ValueError, naming the folder and the
-    suffixes, when it is missing or has none."""
+    suffixes, when it is missing, unreadable or has none.
+
+    ``within``: a folder every file must really lie in; a link to a file outside it is refused
+    with a sentence (as ComfyUI's input folder keeps its files in).
+    """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"Audio folder {folder} does not exist; make it and put the speech clips in it.")
-    found = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                    and p.suffix.lower() in AUDIO_SUFFIXES), key=lambda p: _natural_key(p.name))
+    try:
+        if not folder.is_dir():
+            raise ValueError(f"Audio folder {folder} does not exist; make it and put the speech clips in it.")
+        found = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                        and p.suffix.lower() in AUDIO_SUFFIXES), key=lambda p: _natural_key(p.name))
+    except OSError as err:
+        raise ValueError(f"Cannot read the audio folder {str(folder)[:200]} ({err.strerror or err}); pick a "
+                         "folder that exists and can be read.") from None
     if not found:
         raise ValueError(f"Audio folder {folder} holds no audio files; put speech clips in it "
                          f"({', '.join(AUDIO_SUFFIXES)}).")
+    if within is not None:
+        base = os.path.realpath(within)
+        for path in found:
+            if os.path.commonpath([base, os.path.realpath(path)]) != base:
+                raise ValueError(f"{path.name} in {folder} is a link to a file outside {base}; copy the file into "
+                                 "the folder instead of linking to it.")
     return found
 
 
@@ -232,17 +246,43 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> tuple[
     return frames(), fps
 
 
+#: Largest picture :func:`read_image` decodes (pixels): 100 MP, e.g. 10000x10000; 8K is 33 MP.
+MAX_PICTURE_PIXELS = 100_000_000
+
+
+def check_picture_pixels(width: int, height: int, what: str) -> None:
+    """ValueError when a ``width`` x ``height`` picture is over :data:`MAX_PICTURE_PIXELS`."""
+    if width * height > MAX_PICTURE_PIXELS:
+        raise ValueError(f"{what} is {width}x{height} pixels ({width * height / 1e6:.0f} MP); the largest picture "
+                         f"accepted is {MAX_PICTURE_PIXELS / 1e6:.0f} MP. Downscale it first: the face is rendered at "
+                         "256 or 512 pixels.")
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An RGB uint8 ``(H, W, 3)`` image; for a video file, its first frame (as the reference does)."""
+    """An RGB uint8 ``(H, W, 3)`` image; for a video file, its first frame (as the reference does).
+
+    The size is read from the file's header first, so a picture over :data:`MAX_PICTURE_PIXELS`
+    (or a decompression bomb) is refused with a sentence before it is decoded.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Image {path} does not exist.")
     if path.suffix.lower() in IMAGE_SUFFIXES:
+        import warnings
+
         from PIL import Image, ImageOps
 
         try:
-            with Image.open(path) as img:
-                return pil_to_rgb8(ImageOps.exif_transpose(img))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)   # the size is checked below
+                with Image.open(path) as img:
+                    check_picture_pixels(*img.size, f"Image {path}")
+                    return pil_to_rgb8(ImageOps.exif_transpose(img))
+        except Image.DecompressionBombError as err:   # over twice PIL's limit: PIL refuses to open it
+            size = re.search(r"\((\d+) pixels\)", str(err))
+            megapixels = f" ({int(size.group(1)) / 1e6:.0f} MP)" if size else ""
+            raise ValueError(f"Image {path} is too large to decode{megapixels}; the largest picture accepted is "
+                             f"{MAX_PICTURE_PIXELS / 1e6:.0f} MP. Downscale it first.") from None
         except OSError as err:
             raise ValueError(f"Could not read image {path}: {err}") from err
     frames, _ = read_video(path, max_frames=1)
@@ -366,6 +406,34 @@ def check_writable(path: str | os.PathLike) -> Path:
     finally:
         probe_file.remove()   # also when an interrupt lands between its creation and here
     return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same resolved path (links followed), or hard links."""
+    if os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b)):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:   # one of them does not exist yet
+        return False
+
+
+def check_distinct_outputs(outputs: dict[str, str | os.PathLike],
+                           inputs: dict[str, str | os.PathLike | None]) -> None:
+    """ValueError when an output is the same file as an input or as another output.
+
+    ``outputs`` and ``inputs`` map what the user calls each file (``"--out"``) to its path; inputs
+    that are None are ignored. Called before any work, so no input is ever overwritten.
+    """
+    named = [(what, Path(path)) for what, path in outputs.items()]
+    for i, (what, path) in enumerate(named):
+        for other, other_path in named[:i]:
+            if _same_file(path, other_path):
+                raise ValueError(f"{what} and {other} are the same file ({path}); give each output its own name.")
+        for other, source in inputs.items():
+            if source and _same_file(path, Path(source)):
+                raise ValueError(f"{what} {path} is the same file as {other}; writing it would replace your "
+                                 "input. Choose another output name.")
 
 
 @contextmanager

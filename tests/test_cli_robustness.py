@@ -470,7 +470,7 @@ def test_a_crafted_coefficient_file_is_refused_when_loaded(damage, tmp_path):
         coeffs[2, 0] = float("nan")
     path = tmp_path / "crafted.safetensors"
     save_file({"coeffs": coeffs}, str(path), metadata=meta)
-    with pytest.raises(ValueError, match="frame rate must be a positive" if damage == "fps=0" else "NaN"):
+    with pytest.raises(ValueError, match="'fps' is 0 frames per second, outside 1..240" if damage == "fps=0" else "NaN"):
         coefficient_files.load_coefficients(str(path))
 
 

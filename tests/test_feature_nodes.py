@@ -76,7 +76,7 @@ def test_idle_node_renders_with_silent_audio(nodes, model, portrait):
     images, audio, fps = nodes["SadTalkerRender"]().render(model, portrait, one, 1.0, 1, True)["result"]
     assert images.shape[0] == 1 and fps == 25.0
     assert audio["waveform"].abs().max() == 0 and audio["waveform"].shape[-1] == audio["sample_rate"] // 25
-    with pytest.raises(ValueError, match="idle length must be at least one frame"):
+    with pytest.raises(ValueError, match="idle length must be between one frame"):
         node.make(model, portrait, 0.0, 0, 3, True)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PARITY_CASES
+from conftest import PARITY_CASES, ParityCase
 from sadtalker_models import audio
 from sadtalker_models import coefficients as C
 from sadtalker_models.networks.expnet import ExpNet
@@ -24,18 +24,17 @@ def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:
     return ((0.2 * tone + 0.05 * rng.standard_normal(t.shape)) * envelope).astype(np.float32)
 
 
-def _case(name: str):
-    from safetensors.torch import load_file
-
+def _case(name: str) -> ParityCase:
+    """A parity case of the case set in use; its metadata says which stand-in weights made it."""
     path = PARITY_CASES / f"{name}.safetensors"
     if not path.exists():
         pytest.skip(f"parity case {path.name} is not in {PARITY_CASES}")
-    return load_file(str(path))
+    return ParityCase(path)
 
 
 @pytest.mark.parametrize("source", ["parity", "synthetic_40s"])
 def test_lazy_windows_equal_whole_windows(source):
-    wav = _case("audio_features")["wav"].numpy() if source == "parity" else _speechlike(40.0)
+    wav = _case("audio_features").tensors["wav"].numpy() if source == "parity" else _speechlike(40.0)
     whole = audio.audio_to_mel_windows(wav, 16000)
     lazy = audio.lazy_mel_windows(wav, 16000)
     assert len(lazy) == whole.shape[0]
@@ -59,8 +58,9 @@ def test_lazy_windows_keep_only_the_waveform():
 def test_chunked_coefficients_equal_whole_on_parity_case(parity_models):
     """The parity speech through MelWindows: identical to the whole-window run, and within the
     parity tolerance of the reference's coefficients (same blink ratio and pose noise)."""
-    features, a2c = _case("audio_features"), _case("audio_to_coeff")
-    nets = parity_models(0).nets
+    case = _case("audio_to_coeff")
+    features, a2c = _case("audio_features").tensors, case.tensors
+    nets = parity_models(case.seed).nets   # the weights the case was made with, from its metadata
     style = int(a2c["pose_style"].reshape(-1)[0])
     kwargs = dict(blink_ratio=a2c["blink_ratio"], z=a2c["z"])
     source = a2c["ref"][:, 0]

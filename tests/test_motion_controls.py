@@ -150,5 +150,5 @@ def test_idle_clip_is_silent_seeded_and_keeps_the_mouth_still(models, face):
     assert pose.abs().max() > 1e-4
     calm = pipeline.idle_coefficients(models, face, 2.0, seed=11, head_motion_scale=0.5)
     assert torch.allclose(calm.coeffs[:, 64:70] - face.coeff_3dmm[:, 64:70], 0.5 * pose, atol=1e-5)
-    with pytest.raises(ValueError, match="idle length must be at least one frame"):
+    with pytest.raises(ValueError, match="idle length must be between one frame"):
         pipeline.idle_coefficients(models, face, 0.0)

@@ -1,6 +1,7 @@
 // SadTalker front-end extension.
 //  * Coefficient nodes (audio/reference to coefficients, load/save, one-node SadTalker): after a run, plot
-//    the motion curves they send in their `ui` output: mouth (expression 0), blink, yaw / pitch / roll.
+//    the motion curves they send in their `ui` output: mouth (expression 0), blink, yaw / pitch / roll,
+//    expression offset (distance from the source's own expression).
 //  * Render / one-node SadTalker: play the rendered frames with their audio (a small mp4 the node
 //    writes to ComfyUI's temp folder).
 //  * After a page reload, show them again from ComfyUI's /history (the nodes are output nodes, so a
@@ -16,15 +17,37 @@ const CURVES = [
   { key: "yaw", label: "yaw°", color: "#4a90e2", axis: "deg" },
   { key: "pitch", label: "pitch°", color: "#d0021b", axis: "deg" },
   { key: "roll", label: "roll°", color: "#bd10e0", axis: "deg" },
+  // L2 distance of each frame's 64 expression coefficients from the source picture's own
+  { key: "expression", label: "expression Δ", color: "#50e3c2", axis: "offset" },
 ];
 const PLOT_HEIGHT = 170;
 const VIDEO_HEIGHT = 260;
 const WIDGET_MARGIN = 10;
 
-function range(values) {
+// Every loop here is bounded by the pixels drawn, never by the data (a crafted coefficient file or
+// /history entry can hold any numbers): at most MAX_SAMPLES_PER_PX samples per pixel of plot width.
+const MAX_SAMPLES_PER_PX = 2;
+const MIN_GRID_GAP_PX = 8;
+
+// Indices of `values` to draw on a plot `width` pixels wide: all of them, or an even stride.
+function sampleIndices(length, width) {
+  const n = Math.max(0, Math.min(length | 0, 1e9));
+  const stride = Math.max(1, Math.ceil(n / Math.max(1, Math.floor(width * MAX_SAMPLES_PER_PX))));
+  const out = [];
+  for (let i = 0; i < n; i += stride) out.push(i);
+  return out;
+}
+
+// A finite positive number, or the fallback.
+function positive(value, fallback) {
+  return Number.isFinite(value) && value > 0 ? value : fallback;
+}
+
+function range(values, indices) {
   let lo = Infinity;
   let hi = -Infinity;
-  for (const v of values) {
+  for (const i of indices) {
+    const v = values[i];
     if (Number.isFinite(v)) {
       lo = Math.min(lo, v);
       hi = Math.max(hi, v);
@@ -35,9 +58,18 @@ function range(values) {
   return [lo, hi];
 }
 
+// Seconds between grid lines: 1 s, or the smallest of 2, 5, 10, 20, 50 ... s that keeps the lines
+// at least MIN_GRID_GAP_PX apart on a plot `width` pixels wide showing `seconds`.
+function gridStep(seconds, width) {
+  const most = Math.max(1, Math.floor(width / MIN_GRID_GAP_PX));
+  let step = 1;
+  for (let k = 0; k < 40 && seconds / step > most; k += 1) step *= [2, 2.5, 2][k % 3];
+  return step;
+}
+
 // Draws at the canvas's laid-out size; returns the legend's clickable spans ({key, x0, x1}).
 // Before ComfyUI has mounted the widget (size 0) it draws nothing: the ResizeObserver redraws later.
-function drawCurves(canvas, data, hidden) {
+export function drawCurves(canvas, data, hidden) {
   const width = canvas.clientWidth;
   const height = canvas.clientHeight;
   if (!data || width < 2 || height < 2) return [];
@@ -51,16 +83,21 @@ function drawCurves(canvas, data, hidden) {
   const pad = { l: 6, r: 6, t: 20, b: 16 };
   const w = width - pad.l - pad.r;
   const h = height - pad.t - pad.b;
-  const frames = data.frames || 0;
-  const step = data.step || 1;
-  const fps = data.fps || 25;
+  const frames = Math.floor(positive(data.frames, 0));
+  const step = positive(data.step, 1);
+  const fps = positive(data.fps, 25);
+  const samples = {};
+  for (const c of CURVES) {
+    const values = data[c.key];
+    if (Array.isArray(values)) samples[c.key] = sampleIndices(values.length, w);
+  }
 
   // one shared range per axis kind, so yaw/pitch/roll compare directly
   const axes = {};
   for (const c of CURVES) {
     const values = data[c.key];
-    if (!values || hidden.has(c.key)) continue;
-    const [lo, hi] = range(values);
+    if (!samples[c.key] || hidden.has(c.key)) continue;
+    const [lo, hi] = range(values, samples[c.key]);
     const a = axes[c.axis] || [Infinity, -Infinity];
     axes[c.axis] = [Math.min(a[0], lo), Math.max(a[1], hi)];
   }
@@ -68,8 +105,10 @@ function drawCurves(canvas, data, hidden) {
 
   ctx.strokeStyle = "#333";
   ctx.lineWidth = 1;
-  for (let s = 0; s <= frames / fps; s += 1) {
-    const x = pad.l + (frames > 1 ? (s * fps) / (frames - 1) : 0) * w;
+  const seconds = frames / fps;
+  const every = gridStep(seconds, w);
+  for (let k = 0; k * every <= seconds && k <= w; k += 1) {
+    const x = pad.l + (frames > 1 ? (k * every * fps) / (frames - 1) : 0) * w;
     ctx.beginPath();
     ctx.moveTo(x, pad.t);
     ctx.lineTo(x, pad.t + h);
@@ -78,16 +117,16 @@ function drawCurves(canvas, data, hidden) {
 
   for (const c of CURVES) {
     const values = data[c.key];
-    if (!values || hidden.has(c.key) || !axes[c.axis]) continue;
+    if (!samples[c.key] || hidden.has(c.key) || !axes[c.axis]) continue;
     const [lo, hi] = axes[c.axis];
     ctx.strokeStyle = c.color;
     ctx.lineWidth = 1.5;
     ctx.beginPath();
-    values.forEach((v, i) => {
+    samples[c.key].forEach((i, n) => {
       const frame = i * step;
       const x = pad.l + (frames > 1 ? frame / (frames - 1) : 0.5) * w;
-      const y = pad.t + h - ((v - lo) / (hi - lo)) * h;
-      if (i === 0) ctx.moveTo(x, y);
+      const y = pad.t + h - ((values[i] - lo) / (hi - lo)) * h;
+      if (n === 0) ctx.moveTo(x, y);
       else ctx.lineTo(x, y);
     });
     ctx.stroke();

@@ -99,9 +99,7 @@ def to_rgb_uint8(image: Any, what: str = "image") -> np.ndarray:
     ):
         raise ValueError(f"The {what} has unsupported dtype {arr.dtype}; use uint8 or float 0..1.")
     elif np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"The {what} contains NaN or infinite values.")
-        arr = np.rint(np.clip(arr.astype(np.float32), 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+        arr = _float_to_uint8(arr, what)
     else:  # other integer types: accept only values already in 0..255
         if arr.min() < 0 or arr.max() > 255:
             raise ValueError(
@@ -113,6 +111,25 @@ def to_rgb_uint8(image: Any, what: str = "image") -> np.ndarray:
     elif arr.shape[-1] == 4:
         arr = arr[..., :3]
     return np.ascontiguousarray(arr)
+
+
+#: Rows converted at once by :func:`_float_to_uint8` (bounds its temporary memory on huge pictures).
+CONVERT_ROWS = 256
+
+
+def _float_to_uint8(arr: np.ndarray, what: str) -> np.ndarray:
+    """Float ``(H, W[, C])`` in 0..1 -> uint8 (clipped, rounded), converted a block of rows at a time so that
+    a huge picture needs one uint8 copy, not several float ones. ValueError for NaN or infinite values."""
+    out = np.empty(arr.shape, dtype=np.uint8)
+    for top in range(0, arr.shape[0], CONVERT_ROWS):
+        block = arr[top:top + CONVERT_ROWS].astype(np.float32)
+        if not np.isfinite(block).all():
+            raise ValueError(f"The {what} contains NaN or infinite values.")
+        np.clip(block, 0.0, 1.0, out=block)
+        block *= np.float32(255.0)
+        np.rint(block, out=block)
+        out[top:top + CONVERT_ROWS] = block
+    return out
 
 
 def _detection_copy(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:

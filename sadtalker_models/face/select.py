@@ -14,6 +14,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
+#: Faces whose share of the mask is within this of the best one's are covered equally (ambiguous).
+MASK_TIE = 0.01
+
 
 def detect_all_faces(detector: Any, image: np.ndarray) -> list[np.ndarray]:
     """Every face of ``image`` (H, W, 3) uint8 as ``(68, 2)`` landmarks, left to right.
@@ -41,17 +44,28 @@ def _area(lm68: np.ndarray) -> float:
 
 
 def mask_to_array(mask: Any, height: int, width: int) -> np.ndarray:
-    """A mask (``(H, W)`` or ``(1, H, W)``, numpy or torch, values 0..1) as ``(height, width)`` bool.
+    """A mask as ``(height, width)`` bool (values 0..1, numpy or torch).
 
-    A mask of another size is stretched to the picture (nearest neighbour).
+    Accepts ``(H, W)``, a ComfyUI MASK batch ``(B, H, W)`` (its first mask is used) and either with
+    a trailing channel of 1 (``(H, W, 1)``, ``(B, H, W, 1)``). A mask of another size is stretched
+    to the picture (nearest neighbour). ValueError, with the shape, for an empty batch or any
+    other shape, and for NaN values.
     """
     if hasattr(mask, "detach"):
         mask = mask.detach().float().cpu().numpy()
     arr = np.asarray(mask, dtype=np.float32)
-    while arr.ndim > 2 and arr.shape[0] == 1:
-        arr = arr[0]
+    shape = tuple(arr.shape)
+    if arr.ndim in (3, 4) and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3:
+        if arr.shape[0] > 1:
+            logger.info("The face mask batch has %d masks; the first is used.", arr.shape[0])
+        arr = arr[0] if arr.shape[0] else arr.reshape(0, 0)
     if arr.ndim != 2 or arr.size == 0:
-        raise ValueError(f"The face mask must be one mask [H, W]; got shape {tuple(np.shape(mask))}.")
+        raise ValueError(f"The face mask must be one mask [H, W] (or a MASK batch [B, H, W]) with pixels; got shape "
+                         f"{shape}.")
+    if not np.isfinite(arr).all():
+        raise ValueError("The face mask contains NaN or infinite values; paint it again.")
     if arr.shape != (height, width):
         logger.info("Face mask %dx%d stretched to the picture's %dx%d.", arr.shape[1], arr.shape[0], width, height)
         arr = cv2.resize(arr, (width, height), interpolation=cv2.INTER_NEAREST)
@@ -86,6 +100,11 @@ def choose_face(faces: Sequence[np.ndarray], index: int | None = None, mask: np.
         if shares[best] <= 0.0:
             raise ValueError(f"None of the {n} face(s) found in the {what} lies inside the mask; paint the mask over "
                              "the face that should talk (the 'faces' preview numbers every face found).")
+        tied = [i for i, share in enumerate(shares) if share >= shares[best] - MASK_TIE]
+        if len(tied) > 1:
+            raise ValueError(f"The mask covers faces {', '.join(map(str, tied))} of the {what} equally "
+                             f"({shares[best]:.0%} of each); paint it over only the face that should talk, or leave "
+                             "the mask out and pick the face with face_index.")
         return best
     if index is None or int(index) < 0:
         return int(np.argmax([_area(lm) for lm in faces]))
