@@ -548,13 +548,16 @@ def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficient
     source = torch.from_numpy(face.crop).permute(2, 0, 1)[None].float() * np.float32(1.0 / 255.0)
     out_w, out_h = _natural_size(face, paste_back=False)
     paste = paste_back and face.paste_back_possible
-    if paste:
-        from .face.paste import paste_back as paste_frames
     if background is not None:
         if not paste:
             raise ValueError("A background needs the face pasted into the whole picture: use the full or extfull "
                              "preprocess mode with paste_back on.")
         check_background(background, face)   # size and values, before any rendering
+    if paste:
+        from .face.paste import FramePaster
+
+        # whole batches on the render device; the picture's part of the blend is computed once here
+        paster = FramePaster(face.original, face.crop_info, device)
 
     with torch.inference_mode():
         # float32 in: the renderer casts to each network's own dtype
@@ -566,14 +569,10 @@ def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficient
                 import cv2
 
                 frames = np.stack([cv2.resize(f, (out_w, out_h), interpolation=cv2.INTER_LINEAR) for f in frames])
-            if background is not None:
-                from .face.paste import paste_frame
-
-                first = done
-                frames = np.stack([paste_frame(f, background_frame(background, first + j, face), face.crop_info)
-                                   for j, f in enumerate(frames)])
-            elif paste:
-                frames = paste_frames(frames, face.original, face.crop_info)
+            if paste:
+                destinations = None if background is None else \
+                    np.stack([background_frame(background, done + j, face) for j in range(len(frames))])
+                frames = paster(frames, destinations)
             done += len(frames)
             yield np.ascontiguousarray(pad_to_even(frames))
 
