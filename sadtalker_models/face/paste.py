@@ -11,8 +11,9 @@ never changed; OpenCV also leaves the box's outer ring of two pixels untouched.
 picture's part of the equation and the sine-transform matrices are computed once per clip), or
 frame by frame with OpenCV (``backend="cv2"``, the reference). ``"auto"`` takes torch on every
 device: on a CPU it is also the faster one, measured at 1080p with a 600x700 box, batch 2, per
-frame on an Intel Xeon Processor (Sapphire-Rapids class, 2 cores, AMX): torch 0.18 s, OpenCV 0.50 s
-(with AVX2 only: 0.24 s against 0.50 s). :func:`paste_frame` and :func:`paste_back` stay OpenCV.
+frame on an Intel Xeon Processor (Sapphire-Rapids class, 2 cores, AMX, shared): torch 0.18-0.21 s,
+OpenCV 0.43-0.50 s (with AVX2 only: 0.24 s against 0.50 s). :func:`paste_frame` and
+:func:`paste_back` stay OpenCV.
 """
 
 from __future__ import annotations
