@@ -96,6 +96,12 @@ def build_mappings() -> tuple[dict, dict]:
         comfy_glue.register_model_folders()
     except Exception:  # noqa: BLE001 - e.g. folder_paths missing outside ComfyUI
         logger.warning("SadTalker: could not register the model folders with ComfyUI", exc_info=True)
+    try:
+        from . import comfy_glue
+
+        comfy_glue.install_example_inputs()
+    except Exception as err:  # noqa: BLE001 - a read-only input folder must not stop the pack from loading
+        logger.warning("SadTalker: could not copy the example inputs into ComfyUI's input folder (%s).", err)
 
     from . import sadtalker_nodes
 

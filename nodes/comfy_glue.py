@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -50,6 +51,51 @@ def _add_folder(folder_paths: Any, name: str, paths: list[str], extensions: set[
     cache = getattr(folder_paths, "filename_list_cache", None)
     if isinstance(cache, dict):
         cache.pop(name, None)
+
+
+#: The pack's example inputs (the files the example workflows load), copied into ComfyUI/input.
+EXAMPLE_INPUTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_inputs")
+
+
+def install_example_inputs(source: str = EXAMPLE_INPUTS) -> list[str]:
+    """Copy every example input into ComfyUI's input folder (same relative names) unless a file of that
+    name is already there, so the example workflows run as loaded. A file is first written under a
+    temporary name, then linked into place only if the name is still free: a user's file is never
+    replaced. Returns the relative names copied. Skipped when $SADTALKER_NO_EXAMPLE_INPUTS is set."""
+    import folder_paths
+
+    from ..sadtalker_models.video import temp_path_beside
+
+    if os.environ.get("SADTALKER_NO_EXAMPLE_INPUTS") or not os.path.isdir(source):
+        return []
+    target = folder_paths.get_input_directory()
+    copied = []
+    for root, _dirs, files in os.walk(source):
+        for name in sorted(files):
+            if name == "README.md":
+                continue
+            relative = os.path.relpath(os.path.join(root, name), source)
+            dest = os.path.join(target, relative)
+            if os.path.lexists(dest):
+                continue
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            tmp = temp_path_beside(dest, "copy")
+            try:
+                shutil.copyfile(os.path.join(root, name), tmp)
+                try:
+                    os.link(tmp, dest)            # fails if the name was taken meanwhile: nothing replaced
+                except FileExistsError:
+                    continue
+                except OSError:                   # no hard links on this file system
+                    if os.path.lexists(dest):
+                        continue
+                    os.replace(tmp, dest)
+                copied.append(relative.replace(os.sep, "/"))
+            finally:
+                tmp.unlink(missing_ok=True)
+    if copied:
+        logger.info("SadTalker: copied the example inputs %s into %s", ", ".join(copied), target)
+    return copied
 
 
 def checkpoint_names() -> list[str]:
@@ -147,18 +193,41 @@ class ModelHandle:
         return self.models
 
 
-def progress_callback(total: int) -> Callable[[int, int], None]:
-    """``progress(done, total)`` that moves a ComfyUI ProgressBar and raises when the user cancels."""
-    import comfy.model_management as mm
-    import comfy.utils
+#: Longest side of the live frame shown on a node while it renders.
+LIVE_PREVIEW_MAX_SIDE = 512
 
-    bar = comfy.utils.ProgressBar(max(1, int(total)))
 
-    def progress(done: int, of: int) -> None:
-        bar.update_absolute(int(done), max(1, int(of)))
+class Progress:
+    """A ComfyUI ProgressBar for one node's run. ``progress(done, total)`` moves it (the library's
+    progress callbacks); :meth:`show` also sends a frame as the node's live preview. Both raise when
+    the user cancels."""
+
+    def __init__(self, total: int) -> None:
+        import comfy.utils
+
+        self.bar = comfy.utils.ProgressBar(max(1, int(total)))
+
+    def __call__(self, done: int, of: int) -> None:
+        import comfy.model_management as mm
+
+        self.bar.update_absolute(int(done), max(1, int(of)))
         mm.throw_exception_if_processing_interrupted()
 
-    return progress
+    def show(self, done: int, of: int, frame: Any) -> None:
+        """Progress with ``frame`` ``(H, W, 3)`` uint8 as the preview (a JPEG at most
+        LIVE_PREVIEW_MAX_SIDE px, as ComfyUI's samplers send theirs)."""
+        import comfy.model_management as mm
+        from PIL import Image
+
+        image = Image.fromarray(frame)
+        self.bar.update_absolute(int(done), max(1, int(of)), ("JPEG", image, LIVE_PREVIEW_MAX_SIDE))
+        mm.throw_exception_if_processing_interrupted()
+
+
+def progress_callback(total: int) -> Progress:
+    """A :class:`Progress` for ``total`` steps: ``progress(done, total)`` moves ComfyUI's bar and
+    raises when the user cancels; ``progress.show(done, total, frame)`` adds a live preview."""
+    return Progress(total)
 
 
 def make_room(module: Any, device: Any) -> None:

@@ -126,6 +126,7 @@ def render_to_mp4(models: Any, face: Any, coeffs: Any, path: str | Path, *, expr
                   batch_size: int = 2, yaw: Any = None, pitch: Any = None, roll: Any = None,
                   paste_back: bool = True, progress: Callable[[int, int], None] | None = None,
                   check: Callable[[], None] | None = None,
+                  on_batch: Callable[[np.ndarray, int], None] | None = None,
                   audio: tuple[np.ndarray, int] | None = None, restorer: Any = None, detector: Any = None,
                   enhance_strength: float = 1.0, enhance_upscale: int = 1,
                   preview_path: str | Path | None = None, preview_max_side: int = PREVIEW_MAX_SIDE,
@@ -138,6 +139,8 @@ def render_to_mp4(models: Any, face: Any, coeffs: Any, path: str | Path, *, expr
             :func:`~.pipeline.render_frames` (``progress(done, total)`` may raise to cancel).
         check: called after each batch is handed to the encoder and once more before the audio
             is muxed; it may raise to cancel (a stop request that arrived while encoding).
+        on_batch: ``on_batch(frames (b, H, W, 3) uint8, frames done)`` with each finished batch (after
+            enhancement), e.g. to show the newest frame while rendering; it may raise to cancel.
         audio: ``(waveform (C, n) float, sample_rate)`` muxed and cut to the video length;
             default: the coefficients' own audio; no audio stream when neither exists.
         restorer, detector: a face restorer (:func:`~.enhance.load_face_restorer`) and a landmark
@@ -172,6 +175,8 @@ def render_to_mp4(models: Any, face: Any, coeffs: Any, path: str | Path, *, expr
                 batch, _ = enhance_frames(batch, restorer, detector, strength=float(enhance_strength),
                                           upscale=int(enhance_upscale), batch_size=len(batch))
             frames += len(batch)
+            if on_batch is not None:
+                on_batch(batch, frames)
             if worker is not None:
                 worker.put(batch)
             else:

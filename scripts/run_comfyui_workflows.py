@@ -108,7 +108,7 @@ FIND_FFMPEG = "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"
 
 def media_dir(pack: Path) -> Path:
     folder = pack / "tests" / "data" / "media"
-    needed = ["art_0.png", "full_body_1.png"]
+    needed = ["art_0.png", "full_body_1.png", "happy1.png", "sad.png"]
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
         raise SetupError(f"{folder} lacks {', '.join(missing)}: this check needs a full clone of the pack "
@@ -127,11 +127,13 @@ def prepare_inputs(ffmpeg: str, media: Path, input_dir: Path, seconds: float, re
     """Short inputs under the names the example workflows use, and the odd-sized pictures.
 
     Speech and the reference video come from ``media`` when present, else they are generated
-    (a tone; the portrait held still), so only the two pictures are required.
+    (a tone; the portrait held still), so only the pictures are required.
     """
     input_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(media / "art_0.png", input_dir / "portrait.png")
     shutil.copy(media / "full_body_1.png", input_dir / "full_body.png")
+    shutil.copy(media / "happy1.png", input_dir / "happy.png")   # the expression references
+    shutil.copy(media / "sad.png", input_dir / "sad.png")
     (input_dir / "pictures").mkdir(exist_ok=True)   # a list of pictures: one video each
     shutil.copy(media / "art_0.png", input_dir / "pictures" / "a.png")
     shutil.copy(media / "full3.png", input_dir / "pictures" / "b.png")
@@ -609,7 +611,8 @@ def run_case(server: Server, case: Case, output_dir: Path, timeout: float, ffmpe
             break
         time.sleep(1)
     if history is None:
-        return [f"did not finish within {timeout:.0f} s"]
+        cancel(server, prompt_id)
+        return [f"did not finish within {timeout:.0f} s (interrupted and removed from the queue)"]
     log.info("  finished in %.1f s", time.time() - started)
     if history["status"].get("status_str") != "success":
         return execution_errors(history["status"])
@@ -626,6 +629,35 @@ def run_case(server: Server, case: Case, output_dir: Path, timeout: float, ffmpe
         if not any(key in node_ui for node_ui in outputs.values()):
             problems.append(f"no '{key}' in the run's UI outputs ({why})")
     return problems
+
+
+def cancel(server: Server, prompt_id: str, wait: float = 120.0) -> None:
+    """Stop a prompt that ran past its time: take it off the queue if it is still waiting, interrupt
+    it if it runs, and wait until ComfyUI is idle, so the next case does not queue behind it."""
+    try:
+        server.post("/queue", {"delete": [prompt_id]})
+        server.post("/interrupt", {"prompt_id": prompt_id})
+    except (OSError, ValueError, RuntimeError) as err:
+        log.warning("could not cancel prompt %s: %s", prompt_id, err)
+        return
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        try:
+            queue = server.get("/queue")
+        except (OSError, ValueError) as err:
+            log.warning("could not read the queue while cancelling %s: %s", prompt_id, err)
+            return
+        busy = [item for item in queue.get("queue_running", []) + queue.get("queue_pending", [])
+                if len(item) > 1 and item[1] == prompt_id]
+        if not busy:
+            return
+        time.sleep(1)
+    log.warning("prompt %s was still running %.0f s after it was interrupted", prompt_id, wait)
+
+
+def case_timeout(args, case: Case) -> float:
+    """``--timeout`` plus ``--timeout-per-frame`` for every frame the case renders (each of its videos)."""
+    return args.timeout + args.timeout_per_frame * case.frames * max(1, case.videos)
 
 
 # --------------------------------------------------------------------------- main
@@ -694,7 +726,7 @@ def run_all(args, base: Path) -> tuple[dict[str, list[str]], int]:
         for case in cases:
             log.info("case: %s", case.name)
             try:
-                problems = run_case(server, case, base / "output", args.timeout, ffmpeg)
+                problems = run_case(server, case, base / "output", case_timeout(args, case), ffmpeg)
                 if case.voices and not problems:
                     problems = measure_mouths(args.python, args.pack, base, case)
                 if case.chosen_face and not problems:
@@ -738,7 +770,11 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
                         help="each speaker's turn (and the pause between) in the two-people turn-taking case "
                              "(0: leave the case out)")
     parser.add_argument("--startup-timeout", type=float, default=300)
-    parser.add_argument("--timeout", type=float, default=900, help="per run, in seconds")
+    parser.add_argument("--timeout", type=float, default=300,
+                        help="per run, in seconds, plus --timeout-per-frame for each frame it renders; a run "
+                             "past it is interrupted and taken off the queue")
+    parser.add_argument("--timeout-per-frame", type=float, default=30.0,
+                        help="seconds added to --timeout for every frame a case renders (CPU: ~4 s a frame)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,9 @@ from sadtalker_models import stand_in_weights as weights_writer
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
 PARITY_CASES = Path(os.environ.get("SADTALKER_PARITY_DIR", DATA / "cases"))
+# The pack copies its example inputs into ComfyUI/input when it loads; the node tests build their own
+# input folders, so the copy is off here (tests/test_example_inputs.py turns it on to test it).
+os.environ["SADTALKER_NO_EXAMPLE_INPUTS"] = "1"
 MEDIA = DATA / "media"
 MAPPING_FILES = tuple(weights_writer.MAPPING_EPOCHS)
 CHECKPOINT_NAME = "SadTalker_V0.0.2_256.safetensors"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 updates: list[tuple[int, int]] = []
+#: (value, total, format, size of the image, max side) of every update that carried a preview image
+previews: list[tuple[int, int, str, tuple[int, int], int]] = []
 
 
 class ProgressBar:
@@ -15,6 +17,9 @@ class ProgressBar:
             self.total = total
         self.current = value
         updates.append((value, self.total))
+        if preview is not None:
+            kind, image, max_side = preview   # what ComfyUI's progress hook expects: ("JPEG", PIL image, size)
+            previews.append((value, self.total, kind, image.size, max_side))
 
     def update(self, value: int) -> None:
         self.update_absolute(self.current + value, self.total)
