@@ -15,10 +15,12 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Iterable
 
 from .official_files import GFPGAN, OFFICIAL_FILES, OfficialFile, sha256_file
+from .video import output_lock
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +183,17 @@ def download_all(models_dir: str | os.PathLike, files: Iterable[OfficialFile] | 
     files = list(files if files is not None else select_files())
     for folder in sorted({destination(f, models_dir, enhancer).parent for f in files}):
         make_folder(folder)
+    with ExitStack() as locks:   # every file locked before any work: a second download of it fails at once
+        for f in files:
+            try:
+                locks.enter_context(output_lock(destination(f, models_dir, enhancer)))
+            except ValueError as err:
+                raise DownloadError(str(err)) from None
+        return _download_each(files, models_dir, enhancer, progress, verify_existing, timeout)
+
+
+def _download_each(files: list[OfficialFile], models_dir: Path, enhancer: Path | None, progress: ProgressFn | None,
+                   verify_existing: bool, timeout: float) -> list[Path]:
     saved: list[Path] = []
     failures: list[tuple[OfficialFile, str]] = []
     for f in files:

@@ -100,6 +100,21 @@ def test_downloads_every_file_to_its_folder(server, tmp_path):
     assert not list(tmp_path.rglob("*.part"))
 
 
+def test_a_second_download_of_the_same_files_is_refused_before_any_work(server, tmp_path):
+    """Issue 20: every file the pack writes is locked before any work; two downloads into one folder
+    would otherwise append to the same .part file."""
+    from sadtalker_models.video import output_lock
+
+    models = tmp_path / "models" / "sadtalker"
+    models.mkdir(parents=True)
+    with output_lock(models / "mapping_00229-model.pth.tar"):
+        with pytest.raises(DownloadError, match="Another run is already writing .*mapping_00229"):
+            download_all(models, table(server))
+    assert _Handler.requests == [] and not list(tmp_path.rglob("*.part"))
+    assert not list(tmp_path.rglob("*.lock"))                     # the first file's lock was let go again
+    download_all(models, table(server))                           # free again afterwards
+
+
 def test_existing_files_are_kept(server, tmp_path):
     download_all(tmp_path, table(server))
     _Handler.requests.clear()
