@@ -17,6 +17,9 @@ from .comfy_glue import FACE_RESTORE_FOLDER
 logger = logging.getLogger(__name__)
 
 FACE_RESTORER_TYPE = "SADTALKER_FACE_RESTORER"
+# words ComfyUI's node search also matches (SEARCH_ALIASES; older servers never read it)
+SEARCH_WORDS = ["sadtalker", "talking head", "face restore", "face restoration", "face enhance", "gfpgan",
+                "codeformer", "restoreformer", "人脸修复"]
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -38,6 +41,9 @@ class SadTalkerFaceRestoreModelLoader:
     CATEGORY = "SadTalker"
     RETURN_TYPES = (FACE_RESTORER_TYPE,)
     RETURN_NAMES = ("face_restorer",)
+    OUTPUT_TOOLTIPS = ("The face restorer for 'SadTalker Face Enhance' or the face_restorer input of 'SadTalker Render "
+                       "to Video' (kept on the CPU until a node uses it).",)
+    SEARCH_ALIASES = [*SEARCH_WORDS, "face restore model", "load gfpgan", "facerestore_models", "model loader"]
     FUNCTION = "load"
     DESCRIPTION = (
         "Loads a face-restoration model (GFPGANv1.4.pth as in the original SadTalker enhancer; "
@@ -82,6 +88,9 @@ class SadTalkerFaceEnhance:
     CATEGORY = "SadTalker"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The frames with their faces restored (twice the size with upscale_2x); frames without a "
+                       "face pass through unchanged.",)
+    SEARCH_ALIASES = [*SEARCH_WORDS, "enhancer", "sharpen face", "upscale face", "face fix", "人脸增强"]
     FUNCTION = "enhance"
     DESCRIPTION = (
         "Face enhancement of the original SadTalker (--enhancer gfpgan): each frame's face is "
@@ -94,7 +103,9 @@ class SadTalkerFaceEnhance:
         return {
             "required": {
                 "images": ("IMAGE", {"tooltip": "Frames to restore, e.g. the images output of SadTalker Render."}),
-                "face_restorer": (FACE_RESTORER_TYPE,),
+                "face_restorer": (FACE_RESTORER_TYPE, {
+                    "tooltip": "The restorer from 'SadTalker Face Restore Model Loader' (GFPGANv1.4 or another).",
+                }),
                 "strength": ("FLOAT", {
                     "default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
                     "tooltip": "Weight of the restored face in the blend; 0 leaves the frames unchanged.",

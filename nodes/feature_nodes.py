@@ -10,8 +10,8 @@ import os
 
 from ..sadtalker_models import options
 from . import comfy_glue
-from .sadtalker_nodes import (CATEGORY, COEFFS, EXPRESSION_REFERENCE_INPUTS, FACE, MAX_SEED, MODEL, MOTION_INPUTS,
-                              _expression_face, _face, _model_handle, _pipeline)
+from .sadtalker_nodes import (CATEGORY, COEFFS, EXPRESSION_REFERENCE_INPUTS, FACE_INPUT, MAX_SEED, MODEL_INPUT,
+                              MOTION_INPUTS, SEARCH_WORDS, _expression_face, _face, _model_handle, _pipeline)
 
 
 class SadTalkerIdleCoefficients:
@@ -23,6 +23,10 @@ class SadTalkerIdleCoefficients:
     CATEGORY = CATEGORY
     RETURN_TYPES = (COEFFS,)
     RETURN_NAMES = ("coefficients",)
+    OUTPUT_TOOLTIPS = ("Idle motion at 25 fps for that many seconds, with silence as its audio: connect it to Render "
+                       "or Render to Video.",)
+    SEARCH_ALIASES = [*SEARCH_WORDS, "idle", "idle animation", "no speech", "silent", "pause", "blink", "still face",
+                      "coefficients", "待机"]
     FUNCTION = "make"
     OUTPUT_NODE = True  # shows curves (see Audio to Coefficients)
 
@@ -30,8 +34,8 @@ class SadTalkerIdleCoefficients:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL,),
-                "face": (FACE,),
+                "model": MODEL_INPUT,
+                "face": FACE_INPUT,
                 "seconds": ("FLOAT", {"default": 5.0, "min": 0.04, "max": options.MAX_IDLE_SECONDS, "step": 0.5,
                                       "tooltip": "Length of the idle clip (25 frames a second)."}),
                 "pose_style": ("INT", {"default": 0, "min": 0, "max": options.MAX_POSE_STYLE, "step": 1,
@@ -113,6 +117,8 @@ class SadTalkerLoadAudioList:
     OUTPUT_IS_LIST = (True, True)
     OUTPUT_TOOLTIPS = ("One AUDIO per file, in natural name order (clip2 before clip10).",
                        "name_prefix + the file names without extension, in the same order.")
+    SEARCH_ALIASES = [*SEARCH_WORDS, "batch audio", "audio folder", "audio list", "load audio", "many speeches",
+                      "one video per clip", "批量音频"]
     FUNCTION = "load"
 
     @classmethod

@@ -66,6 +66,17 @@ BATCH_TOOLTIP = ("Frames rendered at once; higher is faster on a GPU with memory
                  "the current batch.")
 LANDMARK_TOOLTIP = "auto: face_alignment when installed with its weights, else dlib (bundled)."
 
+# the links between the SadTalker nodes, with their tooltips
+MODEL_INPUT = (MODEL, {"tooltip": "The SadTalker model: connect 'SadTalker Model Loader'."})
+FACE_INPUT = (FACE, {"tooltip": "The prepared source face: the 'face' output of 'SadTalker Face Crop + 3DMM'."})
+COEFFS_INPUT = (COEFFS, {"tooltip": "Per-frame motion at 25 fps (with its audio): from Audio to Coefficients, Video "
+                                    "to Coefficients, Idle Coefficients or Load Coefficients."})
+
+# Words ComfyUI's node search also matches (the SEARCH_ALIASES class attribute of newer ComfyUI; a plain class
+# attribute that older servers never read). Every node gets these, then its own.
+SEARCH_WORDS = ["sadtalker", "talking head", "talking face", "lip sync", "avatar", "speech to video",
+                "audio to video", "portrait animation", "数字人", "对口型", "说话头像"]
+
 # inputs both render nodes (Render, Render to Video) take
 EXPRESSION_INPUT = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05, "tooltip": EXPRESSION_TOOLTIP})
 PASTE_BACK_INPUT = ("BOOLEAN", {"default": True,
@@ -114,7 +125,7 @@ def _expression_face(face: Any):
 
 def _coeffs(coeffs: Any):
     return _require(coeffs, _pipeline().Coefficients, "coefficients",
-                    "connect an 'Audio to Coefficients', 'Reference Video to Coefficients' or 'Load Coefficients' node.")
+                    "connect an 'Audio to Coefficients', 'Video to Coefficients' or 'Load Coefficients' node.")
 
 
 def _reference(ref: Any, what: str):
@@ -123,7 +134,7 @@ def _reference(ref: Any, what: str):
     if ref is None:
         return None
     if not isinstance(ref, torch.Tensor) or ref.ndim != 2 or ref.shape[1] != 73:
-        raise ValueError(f"The {what} input must come from 'SadTalker Reference Video to Coefficients'.")
+        raise ValueError(f"The {what} input must come from 'SadTalker Video to Coefficients'.")
     return ref
 
 
@@ -203,6 +214,9 @@ class SadTalkerModelLoader:
     CATEGORY = CATEGORY
     RETURN_TYPES = (MODEL,)
     RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The SadTalker networks for the other SadTalker nodes. Cached: the same file, device and "
+                       "precision load once.",)
+    SEARCH_ALIASES = [*SEARCH_WORDS, "load sadtalker", "model loader", "checkpoint", "safetensors"]
     FUNCTION = "load"
 
     @classmethod
@@ -249,12 +263,14 @@ class SadTalkerFaceCrop:
     OUTPUT_TOOLTIPS = ("The chosen face for the other SadTalker nodes.", "The face crop the renderer animates.",
                        "The picture with every face found and its index; the chosen face in green (at most "
                        f"{PREVIEW_MAX_SIDE} px on the longer side).")
+    SEARCH_ALIASES = [*SEARCH_WORDS, "face crop", "face detect", "3dmm", "face reconstruction", "source face",
+                      "face index", "choose face", "人脸裁剪"]
     FUNCTION = "prepare"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL,),
+            "model": MODEL_INPUT,
             "image": ("IMAGE", {"tooltip": "The source picture with one visible face. Only the first image of a "
                                            "batch is used."}),
             "preprocess": (PREPROCESS_MODES, {"default": "crop", "tooltip": PREPROCESS_TOOLTIP}),
@@ -299,6 +315,10 @@ class SadTalkerAudioToCoefficients:
     CATEGORY = CATEGORY
     RETURN_TYPES = (COEFFS,)
     RETURN_NAMES = ("coefficients",)
+    OUTPUT_TOOLTIPS = ("Per-frame motion at 25 fps (expression, head pose, blinks) carrying the speech: connect it "
+                       "to Render, Render to Video or Save Coefficients.",)
+    SEARCH_ALIASES = [*SEARCH_WORDS, "coefficients", "3dmm", "audio to motion", "speech to motion", "head pose",
+                      "blink", "expression", "expnet", "posevae", "音频驱动"]
     FUNCTION = "predict"
     OUTPUT_NODE = True  # its curves are an output: ComfyUI re-sends them when a re-run is served from cache
 
@@ -306,8 +326,8 @@ class SadTalkerAudioToCoefficients:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL,),
-                "face": (FACE,),
+                "model": MODEL_INPUT,
+                "face": FACE_INPUT,
                 "audio": ("AUDIO", {"tooltip": AUDIO_TOOLTIP}),
                 "pose_style": ("INT", {"default": 0, "min": 0, "max": options.MAX_POSE_STYLE, "step": 1, "tooltip": POSE_STYLE_TOOLTIP}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
@@ -351,6 +371,12 @@ class SadTalkerReferenceToCoefficients:
     CATEGORY = CATEGORY
     RETURN_TYPES = (REFERENCE, COEFFS)
     RETURN_NAMES = ("reference", "coefficients")
+    OUTPUT_TOOLTIPS = ("The video's per-frame 3D face coefficients: connect to ref_pose / ref_eyeblink of Audio to "
+                       "Coefficients.",
+                       "The video's expression and head pose as coefficients (with the audio when there is one): "
+                       "render them to copy the video's motion.")
+    SEARCH_ALIASES = [*SEARCH_WORDS, "reference video", "video to coefficients", "coefficients", "3dmm", "head pose",
+                      "blink", "motion transfer", "face reenactment", "ref_pose", "ref_eyeblink", "参考视频"]
     FUNCTION = "extract"
     OUTPUT_NODE = True  # shows curves (see Audio to Coefficients)
 
@@ -358,7 +384,7 @@ class SadTalkerReferenceToCoefficients:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL,),
+                "model": MODEL_INPUT,
                 "images": ("IMAGE", {"tooltip": "Frames of the reference video (read at 25 fps for best timing)."}),
                 "preprocess": (PREPROCESS_MODES, {"default": "crop",
                                                   "tooltip": "Crop the video like the source picture."}),
@@ -409,6 +435,10 @@ class SadTalkerRender:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
     RETURN_NAMES = ("images", "audio", "fps")
+    OUTPUT_TOOLTIPS = ("The rendered frames as an IMAGE batch, one per coefficient frame.",
+                       "The coefficients' audio cut or padded to the frames (silence when they carry none).",
+                       "Frames per second (25): connect to Create Video's fps or Video Combine's frame_rate.")
+    SEARCH_ALIASES = [*SEARCH_WORDS, "render", "animate face", "frames", "paste back", "two people", "渲染"]
     FUNCTION = "render"
     OUTPUT_NODE = True  # its preview video is an output: ComfyUI re-sends it when a re-run is served from cache
 
@@ -416,9 +446,9 @@ class SadTalkerRender:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL,),
-                "face": (FACE,),
-                "coefficients": (COEFFS,),
+                "model": MODEL_INPUT,
+                "face": FACE_INPUT,
+                "coefficients": COEFFS_INPUT,
                 "expression_scale": EXPRESSION_INPUT,
                 "batch_size": ("INT", {"default": 2, "min": 1, "max": 64, "tooltip": BATCH_TOOLTIP}),
                 "paste_back": PASTE_BACK_INPUT,
@@ -548,13 +578,16 @@ class SadTalkerSaveCoefficients:
                    "(press R to refresh its list).")
     CATEGORY = CATEGORY
     RETURN_TYPES = ()
+    OUTPUT_TOOLTIPS = ()
+    SEARCH_ALIASES = [*SEARCH_WORDS, "save coefficients", "save motion", "export motion", "coefficients",
+                      "safetensors"]
     FUNCTION = "save"
     OUTPUT_NODE = True
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "coefficients": (COEFFS,),
+            "coefficients": COEFFS_INPUT,
             "filename_prefix": ("STRING", {"default": "sadtalker/coeffs",
                                            "tooltip": "Where in ComfyUI/output to save: folder/name; a counter is "
                                                       "added (sadtalker/coeffs -> sadtalker/coeffs_00001_.safetensors)."}),
@@ -584,6 +617,9 @@ class SadTalkerLoadCoefficients:
     CATEGORY = CATEGORY
     RETURN_TYPES = (COEFFS,)
     RETURN_NAMES = ("coefficients",)
+    OUTPUT_TOOLTIPS = ("The saved motion with its audio, ready for Render or Render to Video.",)
+    SEARCH_ALIASES = [*SEARCH_WORDS, "load coefficients", "load motion", "import motion", "coefficients",
+                      "safetensors"]
     FUNCTION = "load"
     OUTPUT_NODE = True  # shows curves (see Audio to Coefficients)
 
@@ -665,13 +701,18 @@ class SadTalkerSimple:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT")
     RETURN_NAMES = ("images", "audio", "fps")
+    OUTPUT_TOOLTIPS = ("The rendered frames as an IMAGE batch (25 per second of speech).",
+                       "The speech cut or padded to the frames.",
+                       "Frames per second (25): connect to Create Video's fps or Video Combine's frame_rate.")
+    SEARCH_ALIASES = [*SEARCH_WORDS, "one node", "all in one", "simple", "image and audio", "picture to video",
+                      "图片说话"]
     FUNCTION = "run"
     OUTPUT_NODE = True  # preview and curves (see Render)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (MODEL,),
+            "model": MODEL_INPUT,
             "image": ("IMAGE", {"tooltip": "Source picture with one face (first image of the batch is used)."}),
             "audio": ("AUDIO", {"tooltip": AUDIO_TOOLTIP}),
             "preprocess": (PREPROCESS_MODES, {"default": "crop", "tooltip": PREPROCESS_TOOLTIP}),
@@ -714,7 +755,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SadTalkerModelLoader": "SadTalker Model Loader",
     "SadTalkerFaceCrop": "SadTalker Face Crop + 3DMM",
     "SadTalkerAudioToCoefficients": "SadTalker Audio to Coefficients",
-    "SadTalkerReferenceToCoefficients": "SadTalker Reference Video to Coefficients",
+    # was "SadTalker Reference Video to Coefficients" (cut off on the node); the class key stays for saved workflows
+    "SadTalkerReferenceToCoefficients": "SadTalker Video to Coefficients",
     "SadTalkerRender": "SadTalker Render",
     "SadTalkerSaveCoefficients": "SadTalker Save Coefficients",
     "SadTalkerLoadCoefficients": "SadTalker Load Coefficients",

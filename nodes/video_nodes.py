@@ -14,8 +14,8 @@ import os
 import uuid
 
 from . import comfy_glue
-from .sadtalker_nodes import (ANGLE_INPUTS, CATEGORY, COEFFS, EXPRESSION_INPUT, FACE, LANDMARK_BACKENDS, MODEL,
-                              PASTE_BACK_INPUT, _coeffs, _face, _model_handle)
+from .sadtalker_nodes import (ANGLE_INPUTS, CATEGORY, COEFFS_INPUT, EXPRESSION_INPUT, FACE_INPUT, LANDMARK_BACKENDS,
+                              MODEL_INPUT, PASTE_BACK_INPUT, SEARCH_WORDS, _coeffs, _face, _model_handle)
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ class SadTalkerRenderVideo:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("VIDEO",)
     RETURN_NAMES = ("video",)
+    OUTPUT_TOOLTIPS = ("An H.264 mp4 with the speech as ComfyUI's native VIDEO: connect to Save Video, Preview Video "
+                       "or Get Video Components.",)
+    SEARCH_ALIASES = [*SEARCH_WORDS, "render to video", "mp4", "long video", "save video", "streaming render",
+                      "face restore", "gfpgan", "长视频"]
     FUNCTION = "render"
     OUTPUT_NODE = True  # its preview is an output: ComfyUI re-sends it when a re-run is served from cache
 
@@ -48,9 +52,9 @@ class SadTalkerRenderVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": (MODEL,),
-                "face": (FACE,),
-                "coefficients": (COEFFS,),
+                "model": MODEL_INPUT,
+                "face": FACE_INPUT,
+                "coefficients": COEFFS_INPUT,
                 "expression_scale": EXPRESSION_INPUT,
                 "batch_size": ("INT", {"default": 2, "min": 1, "max": 64,
                                        "tooltip": "Frames rendered (and encoded) at once; memory holds about one "
