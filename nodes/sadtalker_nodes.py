@@ -364,10 +364,10 @@ class SadTalkerAudioToCoefficients:
 
 
 class SadTalkerReferenceToCoefficients:
-    DESCRIPTION = ("Extracts per-frame 3D face coefficients from a reference video given as an IMAGE batch (Load "
-                   "Video + Get Video Components, or VideoHelperSuite's Load Video). Connect 'reference' to the "
-                   "ref_pose / ref_eyeblink inputs of Audio to Coefficients, or render 'coefficients' directly "
-                   "to copy the video's expression and pose.")
+    DESCRIPTION = ("Extracts per-frame 3D face coefficients from a reference video: core Load Video's VIDEO "
+                   "(read frame by frame, never all at once), or an IMAGE batch (Get Video Components, or "
+                   "VideoHelperSuite's Load Video). Connect 'reference' to the ref_pose / ref_eyeblink inputs of "
+                   "Audio to Coefficients, or render 'coefficients' directly to copy the video's expression and pose.")
     CATEGORY = CATEGORY
     RETURN_TYPES = (REFERENCE, COEFFS)
     RETURN_NAMES = ("reference", "coefficients")
@@ -385,7 +385,6 @@ class SadTalkerReferenceToCoefficients:
         return {
             "required": {
                 "model": MODEL_INPUT,
-                "images": ("IMAGE", {"tooltip": "Frames of the reference video (read at 25 fps for best timing)."}),
                 "preprocess": (PREPROCESS_MODES, {"default": "crop",
                                                   "tooltip": "Crop the video like the source picture."}),
                 "landmark_backend": (LANDMARK_BACKENDS, {"default": "auto", "tooltip": LANDMARK_TOOLTIP}),
@@ -393,36 +392,113 @@ class SadTalkerReferenceToCoefficients:
                                        "tooltip": "Use at most this many frames (0 = all)."}),
             },
             "optional": {
+                "video": ("VIDEO", {"tooltip": "The reference video from core Load Video, read frame by frame "
+                                               "(best at 25 fps). Its sound is carried with 'coefficients' when "
+                                               "no audio is connected."}),
+                "images": ("IMAGE", {"tooltip": "Or the frames of the reference video as an IMAGE batch (read at "
+                                                "25 fps for best timing)."}),
                 "audio": ("AUDIO", {"tooltip": "Optional: carried with 'coefficients' (whose length then follows "
                                                "the audio) so Render outputs it."}),
             },
         }
 
-    def extract(self, model, images, preprocess: str = "crop", landmark_backend: str = "auto",
-                max_frames: int = 0, audio=None):
+    def extract(self, model, images=None, preprocess: str = "crop", landmark_backend: str = "auto",
+                max_frames: int = 0, audio=None, video=None):
         import torch
 
         handle = _model_handle(model)
-        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
-            raise ValueError("The images input must be a non-empty IMAGE batch [frames, H, W, C] of the reference video.")
-        comfy_glue.check_interrupted()
-        models = handle.ensure_loaded()
-        pipeline = _pipeline()
-        total = min(len(images), int(max_frames) or len(images))
-        progress = comfy_glue.progress_callback(total)
+        if video is not None and images is not None:
+            raise ValueError("Connect either 'video' or 'images' to the reference node, not both.")
+        if video is None:
+            if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0:
+                raise ValueError("Connect a reference video: core Load Video's VIDEO to 'video', or a non-empty IMAGE "
+                                 "batch [frames, H, W, C] to 'images'.")
+            frames, count, carried = iter(images), len(images), None
+            source = None
+        else:
+            source = _VideoSource(video)
+            frames, count, carried = source.frames(), source.frame_count, source.audio()
+        try:
+            comfy_glue.check_interrupted()
+            models = handle.ensure_loaded()
+            pipeline = _pipeline()
+            limit = int(max_frames) or None
+            total = min(count, limit or count)   # a VIDEO's count is estimated from its duration
+            progress = comfy_glue.progress_callback(total)
 
-        def frames():  # landmarks + ReconNet per frame: report progress and honour Cancel as it goes
-            for i, frame in enumerate(images[:total]):
-                if i % 8 == 0:
-                    progress(i, total)
-                yield frame
-            progress(total, total)
+            def reported():  # landmarks + ReconNet per frame: report progress and honour Cancel as it goes
+                for i, frame in enumerate(frames):
+                    if limit is not None and i >= limit:
+                        break
+                    if i % 8 == 0:
+                        progress(min(i, total), total)
+                    yield frame
+                progress(total, total)
 
-        ref = pipeline.reference_coefficients(models, frames(), landmark_backend,
-                                              max_frames=int(max_frames) or None, preprocess=preprocess)
-        carried = None if audio is None else pipeline.as_audio(*_audio(audio))
+            ref = pipeline.reference_coefficients(models, reported(), landmark_backend,
+                                                  max_frames=int(max_frames) or None, preprocess=preprocess)
+        finally:
+            if source is not None:
+                source.close()
+        if audio is not None:
+            carried = pipeline.as_audio(*_audio(audio))
         coeffs = pipeline.coefficients_from_reference(ref, audio=carried)
         return {"ui": {"sadtalker_curves": [coeffs.curves()]}, "result": (ref, coeffs)}
+
+
+class _VideoSource:
+    """A ComfyUI VIDEO read frame by frame with ffmpeg: its file, or its in-memory bytes written once to a
+    temporary file (removed by :meth:`close`)."""
+
+    def __init__(self, video: Any) -> None:
+        import tempfile
+
+        from ..sadtalker_models.video import probe
+
+        if not hasattr(video, "get_stream_source"):
+            raise ValueError(f"The video input must be a VIDEO (connect core Load Video), got {type(video).__name__}.")
+        stream = video.get_stream_source()
+        self._temp = None
+        if isinstance(stream, (str, os.PathLike)):
+            self.path = os.fspath(stream)
+        else:   # BytesIO: ffmpeg reads files
+            with tempfile.NamedTemporaryFile(prefix="sadtalker_ref_", suffix=".mp4", delete=False) as handle:
+                stream.seek(0)
+                while chunk := stream.read(1 << 20):
+                    handle.write(chunk)
+            self.path = self._temp = handle.name
+        info = probe(self.path)
+        if not info.video:
+            self.close()
+            raise ValueError("The reference VIDEO has no video stream; load a video of a face.")
+        self.info = info
+        self.frame_count = max(1, round((info.duration or 0) * (info.fps or 25.0)))
+        if info.fps and abs(info.fps - 25.0) > 0.01:
+            logger.warning("SadTalker: the reference video runs at %.2f fps; its frames are used as 25-fps frames.",
+                           info.fps)
+
+    def frames(self):
+        """RGB uint8 ``(H, W, 3)`` frames, decoded one at a time."""
+        from ..sadtalker_models.video import read_video
+
+        frames, _fps = read_video(self.path)
+        return frames
+
+    def audio(self):
+        """The video's sound as the library's Audio, or None when it has none."""
+        from ..sadtalker_models.video import load_audio
+
+        if not self.info.audio:
+            return None
+        return _pipeline().as_audio(*load_audio(self.path))
+
+    def close(self) -> None:
+        if self._temp is not None:
+            try:
+                os.unlink(self._temp)
+            except OSError:
+                pass
+            self._temp = None
 
 
 # --------------------------------------------------------------------------- render
@@ -493,6 +569,7 @@ def _render_images(handle: comfy_glue.ModelHandle, source, coeffs, expression_sc
             images[done:done + len(batch)] = _to_image_tensor(batch)
             preview.write(batch)
             done += len(batch)
+            progress.show(done, total, batch[-1])   # the video forms on the node as it renders
     except BaseException:
         preview.abort()
         raise

@@ -107,11 +107,13 @@ class SadTalkerRenderVideo:
 
             detector = make_landmark_detector(landmark_backend)
             face_restorer.to(models.device)
+        progress = comfy_glue.progress_callback(coeffs.num_frames)
         try:
             result = render_to_mp4(
                 models, source, coeffs, path, expression_scale=float(expression_scale),
                 batch_size=int(batch_size), yaw=yaw, pitch=pitch, roll=roll, paste_back=bool(paste_back),
-                progress=comfy_glue.progress_callback(coeffs.num_frames), restorer=face_restorer,
+                progress=progress, on_batch=lambda batch, done: progress.show(done, coeffs.num_frames, batch[-1]),
+                restorer=face_restorer,
                 detector=detector, enhance_strength=float(enhance_strength), enhance_upscale=upscale,
                 preview_path=preview_path, threaded=models.device.type == "cuda")
         finally:

@@ -108,8 +108,9 @@ def rendered(nodes, model, face, coefficients):
     import comfy.utils
 
     comfy.utils.updates.clear()
-    out = nodes["SadTalkerRender"]().render(model, face[0], coefficients["result"][0], 1.0, 2, True)
-    return out, list(comfy.utils.updates)
+    comfy.utils.previews.clear()
+    out = nodes["SadTalkerRender"]().render(model, face[0], coefficients["result"][0], 1.0, 1, True)
+    return out, list(comfy.utils.updates), list(comfy.utils.previews)
 
 
 # --------------------------------------------------------------------------- registry and import
@@ -250,7 +251,7 @@ def test_seed_makes_coefficients_reproducible(nodes, model, face):
 
 
 def test_render_outputs_plug_into_create_video(rendered, coefficients):
-    out, updates = rendered
+    out, updates, _ = rendered
     images, audio, fps = out["result"]
     t = coefficients["result"][0].num_frames
     assert images.ndim == 4 and images.shape[0] == t and images.shape[-1] == 3
@@ -262,6 +263,16 @@ def test_render_outputs_plug_into_create_video(rendered, coefficients):
     assert audio["waveform"].ndim == 3 and audio["waveform"].shape[:2] == (1, 2)
     assert audio["waveform"].shape[-1] == round(t / 25.0 * audio["sample_rate"])
     assert updates and updates[-1] == (t, t)
+
+
+def test_render_shows_each_batchs_newest_frame_while_it_renders(rendered, coefficients):
+    """Live preview: after every batch (batch size 1 here) the progress bar carries that batch's last
+    frame as a JPEG, as ComfyUI's samplers send theirs."""
+    out, _, previews = rendered
+    images = out["result"][0]
+    t = coefficients["result"][0].num_frames
+    assert [p[:3] for p in previews] == [(i, t, "JPEG") for i in range(1, t + 1)]
+    assert all(p[3] == (images.shape[2], images.shape[1]) and p[4] == 512 for p in previews)
 
 
 def test_render_writes_a_preview_with_sound(rendered):
@@ -325,6 +336,51 @@ def test_one_node_sadtalker_full_mode_pastes_back(nodes, model):
 
 
 # --------------------------------------------------------------------------- reference video
+
+
+def test_reference_node_reads_a_core_video_frame_by_frame(pack, nodes, model, monkeypatch, tmp_path):
+    """core Load Video's VIDEO goes straight in (a file, or bytes in memory): the same reference as the
+    IMAGE batch of its frames, decoded one frame at a time, with the video's own sound carried."""
+    import io
+
+    from comfy_api.input_impl import VideoFromFile
+    from sadtalker_models import video as video_io
+
+    clip = tmp_path / "ref.mp4"
+    frames_iter, _ = video_io.read_video(MEDIA / "ref_pose_blink_3s.mp4", max_frames=4)
+    frames = np.stack(list(frames_iter))
+    wave = (0.1 * np.sin(np.arange(16000 * 4 // 25) / 5.0)).astype(np.float32)[None]
+    with video_io.Mp4Writer(clip, fps=25, audio=wave, sample_rate=16000) as writer:
+        writer.write(frames)
+    decoded, _ = video_io.read_video(clip)
+    images = torch.from_numpy(np.stack(list(decoded))).float() / 255.0
+    node = nodes["SadTalkerReferenceToCoefficients"]()
+    from_images = node.extract(model, images, "crop", "dlib", 0)["result"]
+
+    held, peak = [], [0]
+    real_read = video_io.read_video
+
+    def counting(path, max_frames=None):   # how many decoded frames are alive at once
+        inner, fps = real_read(path, max_frames)
+
+        def gen():
+            for frame in inner:
+                held.append(frame)
+                peak[0] = max(peak[0], len(held))
+                yield frame
+                held.pop()
+        return gen(), fps
+
+    monkeypatch.setattr(pack.sadtalker_models.video, "read_video", counting)   # the pack's own copy of the module
+    for source in (VideoFromFile(str(clip)), VideoFromFile(io.BytesIO(clip.read_bytes()))):
+        ref, coeffs = node.extract(model, None, "crop", "dlib", 0, video=source)["result"]
+        assert torch.allclose(ref, from_images[0], atol=1e-5)
+        assert coeffs.audio is not None and coeffs.num_frames == 4 and not held and peak[0] == 1
+    assert not list(tmp_path.glob("sadtalker_ref_*"))
+    with pytest.raises(ValueError, match="either 'video' or 'images'"):
+        node.extract(model, images, "crop", "dlib", 0, video=VideoFromFile(str(clip)))
+    with pytest.raises(ValueError, match="Connect a reference video"):
+        node.extract(model, None, "crop", "dlib", 0)
 
 
 def test_reference_video_to_coefficients(nodes, model, face):

@@ -16,8 +16,9 @@ def video_out(nodes, model, face, coefficients):  # noqa: F811
     import comfy.utils
 
     comfy.utils.updates.clear()
+    comfy.utils.previews.clear()
     out = nodes["SadTalkerRenderVideo"]().render(model, face[0], coefficients["result"][0], 1.0, 1, True)
-    return out, list(comfy.utils.updates)
+    return out, list(comfy.utils.updates), list(comfy.utils.previews)
 
 
 def test_node_is_registered_with_its_display_name(pack):  # noqa: F811
@@ -30,9 +31,11 @@ def test_node_is_registered_with_its_display_name(pack):  # noqa: F811
 def test_render_to_video_outputs_a_native_video_save_video_can_write(video_out, coefficients, tmp_path):  # noqa: F811
     from comfy_api.input_impl import VideoFromFile
 
-    out, updates = video_out
+    out, updates, previews = video_out
     (video,) = out["result"]
     frames = coefficients["result"][0].num_frames
+    # live preview: each batch's newest frame rides on the progress bar while the video renders
+    assert [p[:3] for p in previews] == [(i, frames, "JPEG") for i in range(1, frames + 1)]
     assert isinstance(video, VideoFromFile)
     assert video.get_frame_count() == frames
     assert float(video.get_frame_rate()) == 25.0

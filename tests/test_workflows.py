@@ -151,7 +151,7 @@ export const api = {
 WEB_DRIVER = r"""
 import { app } from "./scripts/app.js";
 import { api } from "./scripts/api.js";
-import { latestOutputs } from "./extensions/sadtalker/sadtalker.js";
+import { graphInputs, latestOutputs } from "./extensions/sadtalker/sadtalker.js";
 
 globalThis.window = { devicePixelRatio: 1 };
 globalThis.requestAnimationFrame = () => 0;
@@ -209,6 +209,17 @@ out.asked = api.asked;
 out.curveFrames = coeffs._sadtalker?.curveData?.frames ?? null;
 out.videoSrc = render._sadtalker?.video?.element?.src ?? null;
 out.pure = [...latestOutputs(api.history, "wf-1", new Map([["6", "SadTalkerRender"]])).keys()];
+
+// issue 21: the same example loaded again with another picture shows no frames of the earlier run
+const staleRun = { prompt: [10, "p10", { 7: { class_type: "LoadImage", inputs: { image: "old.png", upload: "image" } },
+                                        8: { class_type: "SadTalkerRender", inputs: { batch_size: 2, face: ["7", 0] } } },
+                            { extra_pnginfo: { workflow: { id: "example" } } }, []],
+                   outputs: { 8: video("stale.mp4") } };
+const graphWith = (picture) => [{ id: 7, widgets: [{ name: "image", value: picture }, { name: "upload", value: "image" }] },
+                                { id: 8, widgets: [{ name: "batch_size", value: 2 }] }];
+const renderType = new Map([["8", "SadTalkerRender"]]);
+out.stale = [...latestOutputs({ p10: staleRun }, "example", renderType, graphInputs(graphWith("new.png"))).keys()];
+out.same = [...latestOutputs({ p10: staleRun }, "example", renderType, graphInputs(graphWith("old.png"))).keys()];
 console.log(JSON.stringify(out));
 """
 
@@ -236,6 +247,7 @@ def test_web_extension_defaults_and_restores_outputs_after_reload(tmp_path):
     assert out["curveFrames"] == 2                               # the newest run of this workflow
     assert "filename=new.mp4" in out["videoSrc"] and "type=temp" in out["videoSrc"]
     assert out["pure"] == ["6"]
+    assert out["stale"] == [] and out["same"] == ["8"]          # restored only for the inputs it was made from
 
 
 # --------------------------------------------------------------------------- layout after a run
@@ -330,3 +342,35 @@ def test_runner_derives_the_list_turns_and_mask_cases(object_info):
     assert mask.chosen_face == "right" and crop["inputs"]["mask"][1] == 1 and crop["inputs"]["face_index"] == 0
     assert "two people taking turns" not in {c.name.split(" ->")[0] for c in
                                             r.build_cases(WORKFLOWS, object_info, 2, vhs=False, turn_seconds=0)}
+
+
+def test_runner_cancels_a_case_past_its_time_and_scales_the_time_with_frames(object_info, monkeypatch):
+    """A case past its time is taken off the queue and interrupted, and the runner waits until
+    ComfyUI is idle, so the next case does not queue behind it; the time grows with the frames."""
+    r = runner()
+
+    class FakeServer:
+        def __init__(self):
+            self.posted, self.polls = [], 0
+            self.proc = type("Proc", (), {"poll": staticmethod(lambda: None)})()
+
+        def post(self, path, body):
+            self.posted.append((path, body))
+            return {"prompt_id": "p1", "node_errors": {}} if path == "/prompt" else None
+
+        def get(self, path):
+            if path == "/queue":
+                self.polls += 1
+                return {"queue_running": [[0, "p1"]] if self.polls < 3 else [], "queue_pending": []}
+            return {}   # /history/p1: not finished
+
+    monkeypatch.setattr(r.time, "sleep", lambda seconds: None)
+    server = FakeServer()
+    case = r.Case("slow", {}, 10)
+    problems = r.run_case(server, case, Path("/nonexistent"), 0.05, "ffmpeg")
+    assert problems and "interrupted and removed from the queue" in problems[0]
+    assert [p for p, _ in server.posted] == ["/prompt", "/queue", "/interrupt"]
+    assert server.posted[1][1] == {"delete": ["p1"]} and server.polls == 3
+    args = type("Args", (), {"timeout": 300.0, "timeout_per_frame": 30.0})()
+    assert r.case_timeout(args, case) == 300 + 30 * 10
+    assert r.case_timeout(args, r.Case("list", {}, 10, videos=2)) == 300 + 30 * 20

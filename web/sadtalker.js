@@ -253,18 +253,54 @@ function showOutput(node, message) {
 const HISTORY_ITEMS = 64;
 const LOADER_MIN_WIDTH = 420; // "checkpoint" plus SadTalker_V0.0.2_256.safetensors without cutting the label
 
+const MAX_PROMPT_NODES = 1000; // prompts are checked node by node: at most this many
+
+// Whether a run's prompt ({node_id: {class_type, inputs}}) was made from this graph as it is now:
+// every widget value it used (links are arrays and are skipped) equals the graph's current one, and
+// every node it ran is still in the graph. A copy of an example loaded again with another picture
+// or speech therefore does not show the earlier run's frames and curves.
+function sameInputs(prompt, graphInputs) {
+  if (!graphInputs) return true;
+  const entries = Object.entries(prompt || {});
+  if (entries.length > MAX_PROMPT_NODES) return false;
+  for (const [id, node] of entries) {
+    const current = graphInputs.get(String(id));
+    if (!current) return false;
+    for (const [name, value] of Object.entries(node?.inputs || {}).slice(0, MAX_PROMPT_NODES)) {
+      if (Array.isArray(value) || !(name in current)) continue;
+      if (current[name] !== value) return false;
+    }
+  }
+  return true;
+}
+
+// The widget values of every node of a graph: Map(node id -> {widget name: value}).
+export function graphInputs(nodes) {
+  const found = new Map();
+  for (const node of (nodes || []).slice(0, MAX_PROMPT_NODES)) {
+    const values = {};
+    for (const widget of (node.widgets || []).slice(0, MAX_PROMPT_NODES)) {
+      if (widget?.name) values[widget.name] = widget.value;
+    }
+    found.set(String(node.id), values);
+  }
+  return found;
+}
+
 // The newest SadTalker `ui` output of every node of this graph in a /history answer
 // ({prompt_id: {prompt: [number, id, prompt, extra_data, outputs], outputs: {node_id: ui}}}).
-// Only runs of this workflow count (same workflow id when both have one) and only nodes of the
+// Only runs of this workflow count (same workflow id when both have one) whose inputs are the
+// graph's current ones (`inputs`, from graphInputs; omitted = not checked), and only nodes of the
 // same type under the same id. Returns Map(node id -> ui).
-export function latestOutputs(history, graphId, nodeTypes) {
+export function latestOutputs(history, graphId, nodeTypes, inputs) {
   const runs = Object.values(history || {}).filter((run) => run?.outputs && Array.isArray(run.prompt));
   runs.sort((a, b) => (a.prompt[0] ?? 0) - (b.prompt[0] ?? 0));
   const found = new Map();
-  for (const run of runs) {
+  for (const run of runs.slice(-HISTORY_ITEMS)) {
     const workflowId = run.prompt[3]?.extra_pnginfo?.workflow?.id;
     if (graphId && workflowId && workflowId !== graphId) continue;
-    for (const [id, ui] of Object.entries(run.outputs)) {
+    if (!sameInputs(run.prompt[2], inputs)) continue;
+    for (const [id, ui] of Object.entries(run.outputs).slice(0, MAX_PROMPT_NODES)) {
       const type = nodeTypes.get(String(id));
       if (!type?.startsWith("SadTalker") || run.prompt[2]?.[id]?.class_type !== type) continue;
       if (ui?.sadtalker_curves?.length || ui?.sadtalker_video?.length) found.set(String(id), ui);
@@ -288,7 +324,7 @@ export async function restoreFromHistory(graph) {
     return 0;
   }
   let shown = 0;
-  for (const [id, ui] of latestOutputs(history, graph.id, nodeTypes)) {
+  for (const [id, ui] of latestOutputs(history, graph.id, nodeTypes, graphInputs(nodes))) {
     const node = nodes.find((n) => String(n.id) === id);
     if (node && !node._sadtalker?.curveData && !node._sadtalker?.video) {
       showOutput(node, ui);
