@@ -256,9 +256,19 @@ class _download_progress:
 
 
 def run(args: argparse.Namespace, check_stop=lambda: None) -> int:
-    """Check the arguments and every output, hold the outputs' locks, then render (:func:`_render`).
+    """Check the arguments and every output, hold the outputs' locks, then render (:func:`run_video`).
 
     ``check_stop()`` runs between render batches and before the mux; it may raise to stop.
+    """
+    run_video(args, check_stop)
+    return 0
+
+
+def run_video(args: argparse.Namespace, check_stop=lambda: None, faces=None):
+    """:func:`run`'s work, returning the :class:`~sadtalker_models.render_video.VideoResult`.
+
+    ``faces``: something called like :func:`pipeline.prepare_face` in its place (the batch command's
+    :class:`~sadtalker_models.batch.FaceCache`, which prepares each picture once).
     """
     from contextlib import ExitStack
 
@@ -270,7 +280,7 @@ def run(args: argparse.Namespace, check_stop=lambda: None) -> int:
             stack.enter_context(output_folder(out))   # a failed run removes the output folders it created
             check_writable(out)
             stack.enter_context(output_lock(out))
-        return _render(args, check_stop)
+        return _render(args, check_stop, faces)
 
 
 #: The run command's input files, by argument name.
@@ -359,7 +369,7 @@ def check_model_files(args: argparse.Namespace, checkpoint: Path):
     return load_face_restorer(args.enhancer, device=device)
 
 
-def _render(args: argparse.Namespace, check_stop) -> int:
+def _render(args: argparse.Namespace, check_stop, faces=None):
     import numpy as np
     from tqdm import tqdm
 
@@ -387,12 +397,13 @@ def _render(args: argparse.Namespace, check_stop) -> int:
     models = pipeline.load_models(checkpoint, device=args.device, precision=args.precision,
                                   mapping_dir=args.models_dir if not args.checkpoint else None)
     logger.info("Models: %s", models)
-    face = pipeline.prepare_face(models, image, args.preprocess, args.size, args.landmark_backend, args.landmark_dir,
+    prepare_face = faces if faces is not None else pipeline.prepare_face
+    face = prepare_face(models, image, args.preprocess, args.size, args.landmark_backend, args.landmark_dir,
                                  face_index=args.face_index, mask=mask)
     expression = None
     if args.expression_image:   # the largest face of that picture, prepared like the source
         try:
-            expression = pipeline.prepare_face(models, read_image(args.expression_image), args.preprocess, args.size,
+            expression = prepare_face(models, read_image(args.expression_image), args.preprocess, args.size,
                                                args.landmark_backend, args.landmark_dir).coeff_3dmm
         except ValueError as err:
             raise ValueError(f"--expression-image {args.expression_image}: {err}") from err
@@ -441,7 +452,7 @@ def _render(args: argparse.Namespace, check_stop) -> int:
         bar.update(done - bar.n)
 
     try:
-        render_to_mp4(models, face, coeffs, out, expression_scale=args.expression_scale,
+        video = render_to_mp4(models, face, coeffs, out, expression_scale=args.expression_scale,
                       batch_size=args.batch_size, yaw=args.yaw, pitch=args.pitch, roll=args.roll,
                       paste_back=not args.no_paste_back, progress=progress, check=check_stop,
                       audio=None if wave is None else (wave, rate), restorer=restorer, detector=detector,
@@ -449,7 +460,7 @@ def _render(args: argparse.Namespace, check_stop) -> int:
     finally:
         bar.close()
     logger.info("Wrote %s (%d frames, %.2f s, with audio)", out, total, coeffs.duration)
-    return 0
+    return video
 
 
 if __name__ == "__main__":
