@@ -5,6 +5,10 @@ Main job (an mp4 with the speech muxed in)::
     python -m sadtalker_models --image face.png --audio speech.wav --out talking.mp4 \\
         --models-dir ComfyUI/models/sadtalker
 
+Many videos from a CSV or JSONL manifest (here, or on a Ray cluster with ``--ray``)::
+
+    python -m sadtalker_models batch jobs.csv --out-dir videos/ --models-dir ComfyUI/models/sadtalker
+
 Fetch the official weights::
 
     python -m sadtalker_models download --models-dir ComfyUI/models/sadtalker
@@ -27,7 +31,7 @@ from .options import FPS, LANDMARK_BACKENDS, MAX_IDLE_SECONDS, MAX_POSE_STYLE, P
 logger = logging.getLogger("sadtalker_models")
 
 DEFAULT_MODELS_DIR = os.environ.get("SADTALKER_MODELS_DIR", os.path.join("models", "sadtalker"))
-SUBCOMMANDS = ("run", "download")
+SUBCOMMANDS = ("run", "download", "batch")
 
 
 
@@ -107,7 +111,40 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--no-verify-existing", action="store_true",
                     help="trust files already present when their size matches (skip the sha256)")
     dl.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
+    _add_batch_args(sub.add_parser("batch", help="render many videos from a CSV or JSONL manifest (here or on Ray)",
+                                   allow_abbrev=False, description=BATCH_HELP,
+                                   usage="%(prog)s MANIFEST [--out-dir DIR] [--ray [ADDRESS]] [Ray options] "
+                                         "[run options for every row]"))
     return parser
+
+
+BATCH_HELP = ("One video per manifest row. A manifest is CSV (first line: the column names) or JSONL (one JSON "
+              "object a line); its columns are the run options by name (image, audio / idle / coefficients, out, "
+              "pose_style, still, ...). Input paths are relative to the manifest's folder, out to --out-dir. Results "
+              "go to results.csv in --out-dir; running again skips the rows done (status ok and the video there).")
+
+
+def _add_batch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="the jobs: a .csv or .jsonl file, one row per video")
+    p.add_argument("--out-dir", help="folder for the videos and results.csv (default: the manifest's folder)")
+    p.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                   help="render on a Ray cluster (pip install \"ray[default]\"): its address (auto, host:6379, "
+                        "ray://host:10001), or none to start Ray on this machine; put it after the manifest")
+    p.add_argument("--cpus-per-actor", type=float,
+                   help="Ray: CPU cores per actor (default 1 with GPUs, else up to 4)")
+    p.add_argument("--gpus-per-actor", type=float, help="Ray: GPUs per actor (default 1 when the cluster has GPUs; "
+                                                        "0: CPU actors)")
+    p.add_argument("--actors", type=int, help="Ray: at most this many actors (default: as many as fit)")
+    rows = p.add_argument_group("row defaults", "any run option, for every row (relative paths from the current "
+                                                "folder); a manifest column of the same name wins")
+    _add_run_args(rows)
+    for action in rows._group_actions:   # nothing required here, and only what is given overrides the run defaults
+        action.required = False
+        if action.help:
+            action.help = action.help.replace("%(default)s", str(action.default))
+        action.default = argparse.SUPPRESS
+    for group in p._mutually_exclusive_groups:
+        group.required = False
 
 
 ANGLE_FLAGS = ("--yaw", "--pitch", "--roll")
@@ -192,6 +229,8 @@ def _main(argv: list[str] | None = None, stop: StopSignals | None = None) -> int
             return download(args)
         if args.command == "run":
             return run(args, (stop or StopSignals()).check)
+        if args.command == "batch":
+            return batch(args, (stop or StopSignals()).check)
         build_parser().print_help()
         return 2
     except KeyboardInterrupt as err:
@@ -461,6 +500,45 @@ def _render(args: argparse.Namespace, check_stop, faces=None):
         bar.close()
     logger.info("Wrote %s (%d frames, %.2f s, with audio)", out, total, coeffs.duration)
     return video
+
+
+# --------------------------------------------------------------------------- batch
+
+
+def batch(args: argparse.Namespace, check_stop=lambda: None) -> int:
+    """The batch command (:mod:`sadtalker_models.batch`): 0 when every row is done, 1 when one failed."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from sadtalker_models import batch as jobs
+
+    defaults = jobs.given_run_options(args)
+    for name in ("out", "save_coefficients"):
+        if name in defaults:
+            raise ValueError(f"--{name.replace('_', '-')} names one file: give it per row in the manifest's {name} "
+                             "column (and the folder with --out-dir).")
+    plan = jobs.plan_batch(args.manifest, args.out_dir, defaults)
+    for job in plan.bad:
+        logger.error("%s", plan.describe(job))
+    if plan.done:
+        logger.info("%d of %d rows already done (see %s)", len(plan.done), len(plan.jobs), plan.results_path)
+    ray = None if args.ray is None else jobs.RayOptions(args.ray or None, args.cpus_per_actor, args.gpus_per_actor,
+                                                         args.actors)
+    bar = tqdm(total=len(plan.pending), unit="video", desc="batch", disable=args.quiet)
+
+    def progress(result) -> None:
+        if result.status != "ok":
+            logger.error("%s", plan.describe(result, result.error))
+        bar.update(1)
+
+    try:
+        with logging_redirect_tqdm():
+            summary = jobs.run_batch(plan, ray=ray, check_stop=check_stop, progress=progress)
+    finally:
+        bar.close()
+    logger.info("%d videos written, %d rows failed, %d already done; results in %s", summary.ok, summary.failed,
+                summary.skipped, plan.results_path)
+    return 1 if summary.failed else 0
 
 
 if __name__ == "__main__":
