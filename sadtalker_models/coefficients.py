@@ -14,6 +14,7 @@ but does not give the reference's exact blink positions. Draw order: blink gaps 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -256,6 +257,8 @@ def audio_to_coefficients(
     ref_pose: torch.Tensor | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    expression_reference: torch.Tensor | None = None,
+    expression_strength: float = 1.0,
 ) -> CoeffResult:
     """Mel windows + source coefficients -> per-frame coefficients (spec §6-§9).
 
@@ -275,6 +278,13 @@ def audio_to_coefficients(
         ref_pose: ``(N, 73)``; its pose motion relative to its first frame (cols 64:70, tiled to T)
             is added to the smoothed pose.
         device, dtype: where the networks run (default: where their parameters are).
+        expression_reference: the 3DMM expression of another picture, ``(1, 64)`` or its whole
+            ``coeff_3dmm`` ``(1, 73)``/``(1, 70)`` (only columns 0:64 are used): the expression ExpNet
+            moves the lips around. ExpNet's reference becomes ``source + expression_strength *
+            (reference - source)`` on every frame (with ``ref_eyeblink``, that offset is added to the
+            video's per-frame expression). The pose is not touched.
+        expression_strength: 0 = the source's own expression (the result is bit-identical to no
+            reference), 1 = the reference's expression, in between a blend, above 1 exaggerated.
 
     Returns:
         :class:`CoeffResult`; ``coeffs`` is ``(T, 70)`` float32.
@@ -298,7 +308,10 @@ def audio_to_coefficients(
     ref_pose_t = None
     if ref_pose is not None:
         ref_pose_t = tile_to_length(check_reference(ref_pose, "ref_pose", 70)[:, 64:70], t)
+    offset = expression_offset(src, expression_reference, expression_strength)
     ref, ratio = _expression_reference(src, t, ref_eyeblink, blink_ratio, blink, _gen)
+    if offset is not None:
+        ref[0, :, :64] += offset
     z_t = _pose_noise(z, t, _gen)
 
     with torch.inference_mode():
@@ -340,6 +353,42 @@ def _expression_reference(src: torch.Tensor, t: int, ref_eyeblink: torch.Tensor 
             raise ValueError(f"blink_ratio has {ratio.shape[1]} frames but the audio has {t}.")
         return ref, ratio
     return ref, blink_schedule(t, generator()) if blink else torch.zeros(1, t, 1)
+
+
+def check_expression_reference(expression_reference: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """A picture's expression as ``(1, 64)`` float32 CPU, from ``(1, 64)``/``(64,)`` or a whole
+    ``coeff_3dmm`` ``(1, 73)``/``(1, 70)``; ValueError with a sentence for another shape or NaN/infinite values."""
+    ref = torch.as_tensor(expression_reference).detach().to("cpu", torch.float32)
+    if ref.ndim == 2 and ref.shape[0] == 1:
+        ref = ref[0]
+    if ref.ndim != 1 or ref.shape[0] not in (64, 70, 73):
+        raise ValueError("The expression reference must be a picture's 3DMM expression shaped (1, 64), or its whole "
+                         f"coeff_3dmm (1, 73) (prepare the picture's face first); got {tuple(ref.shape)}.")
+    if not torch.isfinite(ref).all():
+        raise ValueError("The expression reference contains NaN or infinite values; prepare the reference "
+                         "picture's face again.")
+    return ref[None, :64].clone()
+
+
+def expression_offset(source: torch.Tensor, expression_reference: torch.Tensor | np.ndarray | None,
+                      strength: float = 1.0) -> torch.Tensor | None:
+    """``strength * (reference - source)`` over the 64 expression coefficients, ``(1, 64)`` float32, or
+    None (nothing to add) without a reference or with strength 0. ``source``: the source's coeff_3dmm
+    ``(1, >= 64)``. The reference and the strength are checked even when the result is None."""
+    try:
+        strength = float(strength)
+    except (TypeError, ValueError):
+        strength = math.nan
+    if not math.isfinite(strength):
+        raise ValueError(f"The expression strength must be a finite number (0 = the source's own expression, 1 = "
+                         f"the reference's); got {strength!r}.")
+    if expression_reference is None:
+        return None
+    ref = check_expression_reference(expression_reference)
+    if strength == 0.0:
+        return None
+    src = torch.as_tensor(source).detach().to("cpu", torch.float32).reshape(1, -1)[:, :64]
+    return (ref - src) * strength
 
 
 def _pose_noise(z: torch.Tensor | None, t: int, generator: Callable[[], torch.Generator]) -> torch.Tensor:

@@ -310,6 +310,7 @@ class Coefficients:
     source: str = "audio"                # "audio" or "reference"
     info: dict = field(default_factory=dict)
     source_pose: torch.Tensor | None = None  # (3,) the source face's angles (radians), kept by ``still``
+    source_expression: torch.Tensor | None = None  # (64,) the source face's expression (the 'expression' curve)
 
     def __post_init__(self) -> None:
         """Refuse coefficients that cannot render: a frame rate that is not a positive number, or
@@ -338,7 +339,10 @@ class Coefficients:
         return self.num_frames / self.fps
 
     def curves(self, max_points: int = 400) -> dict:
-        """Small JSON-able curves for plotting: mouth (expression 0), blink, yaw/pitch/roll in degrees.
+        """Small JSON-able curves for plotting: mouth (expression 0), blink, yaw/pitch/roll in degrees,
+        and, when the source's expression is known, ``expression``: each frame's expression offset, the
+        L2 distance of its 64 expression coefficients from the source picture's own (0 = the source's
+        expression; speech raises it a little, an expression reference lifts the whole curve).
 
         The pose is what will be rendered: with ``still`` (and a known ``source_pose``) the source's
         own angles on every frame, as :func:`render_data.build_render_inputs` uses them.
@@ -359,6 +363,9 @@ class Coefficients:
         }
         if self.blink is not None:
             out["blink"] = self.blink.detach().float().cpu().reshape(-1)[::step].tolist()
+        if self.source_expression is not None:
+            source = self.source_expression.detach().float().cpu().reshape(1, 64)
+            out["expression"] = (c[::step, :64] - source).norm(dim=1).tolist()
         return out
 
 
@@ -366,7 +373,9 @@ def audio_to_coefficients(models: SadTalkerModels, face: SourceFace, waveform: A
                           pose_style: int = 0, seed: int | None = 0, blink: bool = True, still: bool = False,
                           ref_pose: torch.Tensor | None = None,
                           ref_eyeblink: torch.Tensor | None = None, head_motion_scale: float = 1.0,
-                          blinks_per_minute: float | None = None) -> Coefficients:
+                          blinks_per_minute: float | None = None,
+                          expression_reference: SourceFace | torch.Tensor | None = None,
+                          expression_strength: float = 1.0) -> Coefficients:
     """Speech -> per-frame coefficients ``(T, 70)`` at 25 fps (ExpNet + PoseVAE, §5-§9).
 
     ``seed`` makes the blink schedule and the PoseVAE noise reproducible (``None``: random).
@@ -375,14 +384,21 @@ def audio_to_coefficients(models: SadTalkerModels, face: SourceFace, waveform: A
     (:func:`motion.scale_head_motion`, applied after any reference pose).
     ``blink``/``blinks_per_minute``: off (``blink=False``), the original's natural schedule (rate
     None or 0), or about that many blinks per minute (:func:`motion.blink_ratio_at_rate`).
+    ``expression_reference``: another picture's face (:func:`prepare_face`) or its ``coeff_3dmm``
+    ``(1, 73)`` / expression ``(1, 64)``: the lips follow the speech around that picture's expression
+    (smiling, sad, ...) while the source keeps its identity; ExpNet's reference is ``source +
+    expression_strength * (reference - source)`` (0 = the source's own, bit-identical to no reference).
     """
     from .audio import lazy_mel_windows
-    from .coefficients import audio_to_coefficients as predict, make_generator
+    from .coefficients import audio_to_coefficients as predict, expression_offset, make_generator
     from .motion import blink_ratio_at_rate, scale_head_motion
 
     pose_style = int(pose_style)
     if not 0 <= pose_style <= MAX_POSE_STYLE:
         raise ValueError(f"Pose style must be between 0 and {MAX_POSE_STYLE}, got {pose_style}.")
+    if isinstance(expression_reference, SourceFace):
+        expression_reference = expression_reference.coeff_3dmm
+    expression_offset(face.coeff_3dmm, expression_reference, expression_strength)   # checked before the audio
     mels = lazy_mel_windows(waveform, sample_rate)   # T windows made chunk by chunk; ValueError on bad audio
     generator = make_generator(None if seed is None else int(seed))
     rate = float(blinks_per_minute or 0.0)
@@ -394,28 +410,36 @@ def audio_to_coefficients(models: SadTalkerModels, face: SourceFace, waveform: A
             models.nets.expnet, models.nets.posevae, mels, face.coeff_3dmm, pose_style,
             generator=generator, blink=bool(blink), blink_ratio=ratio,
             ref_eyeblink=ref_eyeblink, ref_pose=ref_pose,
+            expression_reference=expression_reference, expression_strength=expression_strength,
         )
     return Coefficients(
         coeffs=scale_head_motion(result.coeffs, face.coeff_3dmm, head_motion_scale),
         still=bool(still), audio=as_audio(waveform, sample_rate),
         blink=result.ratio.detach().float().reshape(-1).cpu(), source="audio",
         source_pose=face.coeff_3dmm[0, 64:67].detach().float().cpu().clone(),
+        source_expression=face.coeff_3dmm[0, :64].detach().float().cpu().clone(),
         info={"pose_style": pose_style, "seed": seed, "blink": bool(blink),
               "blinks_per_minute": rate if blink else 0.0, "head_motion_scale": float(head_motion_scale),
-              "ref_pose": ref_pose is not None, "ref_eyeblink": ref_eyeblink is not None},
+              "ref_pose": ref_pose is not None, "ref_eyeblink": ref_eyeblink is not None,
+              "expression_reference": expression_reference is not None,
+              "expression_strength": float(expression_strength) if expression_reference is not None else 0.0},
     )
 
 
 def idle_coefficients(models: SadTalkerModels, face: SourceFace, seconds: float, pose_style: int = 0,
                       seed: int | None = 0, blink: bool = True, blinks_per_minute: float | None = None,
-                      head_motion_scale: float = 1.0, still: bool = False) -> Coefficients:
+                      head_motion_scale: float = 1.0, still: bool = False,
+                      expression_reference: SourceFace | torch.Tensor | None = None,
+                      expression_strength: float = 1.0) -> Coefficients:
     """``seconds`` of idle motion without speech: ``(T, 70)`` with ``T = round(seconds * 25)``.
 
     The audio networks are given silence (a zero waveform): ExpNet then sees the same mel window on
     every frame, so the mouth stays as it is at rest and only the blinks change the expression;
     PoseVAE still adds its seeded noise, a slight head motion (``head_motion_scale`` scales it).
     The coefficients carry that silence as their audio, so rendering gives a silent track of the
-    same length. Same ``seed`` -> same clip.
+    same length. Same ``seed`` -> same clip. ``expression_reference``/``expression_strength`` as in
+    :func:`audio_to_coefficients`: the resting face then holds that picture's expression (ExpNet's
+    reference is the only expression input an idle clip has).
     """
     seconds = float(seconds)
     if not (math.isfinite(seconds) and 1.0 / FPS <= seconds <= MAX_IDLE_SECONDS):
@@ -426,7 +450,8 @@ def idle_coefficients(models: SadTalkerModels, face: SourceFace, seconds: float,
     silence = np.zeros((1, frames * rate // FPS), dtype=np.float32)
     coeffs = audio_to_coefficients(models, face, silence, rate, pose_style=pose_style, seed=seed, blink=blink,
                                    still=still, head_motion_scale=head_motion_scale,
-                                   blinks_per_minute=blinks_per_minute)
+                                   blinks_per_minute=blinks_per_minute, expression_reference=expression_reference,
+                                   expression_strength=expression_strength)
     coeffs.source = "idle"
     coeffs.info["idle_seconds"] = seconds
     return coeffs
