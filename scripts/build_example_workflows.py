@@ -27,7 +27,7 @@ WIDGET_INPUTS = {
     "SadTalkerModelLoader": ["checkpoint", "precision"],
     "SadTalkerFaceCrop": ["preprocess", "size", "landmark_backend", "face_index"],
     "SadTalkerAudioToCoefficients": ["pose_style", "seed", None, "blink", "still", "head_motion_scale",
-                                     "blinks_per_minute"],
+                                     "blinks_per_minute", "expression_strength"],
     "SadTalkerReferenceToCoefficients": ["preprocess", "landmark_backend", "max_frames"],
     "SadTalkerRender": ["expression_scale", "batch_size", "paste_back", "yaw", "pitch", "roll"],
     "SadTalkerRenderVideo": ["expression_scale", "batch_size", "paste_back", "enhance_strength", "enhance_upscale_2x",
@@ -42,7 +42,7 @@ WIDGET_INPUTS = {
     "GetVideoComponents": [],
     "AudioMerge": ["merge_method"],
     "SadTalkerIdleCoefficients": ["seconds", "pose_style", "seed", None, "blink", "head_motion_scale",
-                                  "blinks_per_minute"],
+                                  "blinks_per_minute", "expression_strength"],
     "SadTalkerLoadAudioList": ["folder", "name_prefix"],
 }
 
@@ -57,7 +57,8 @@ SOCKETS = {
                           [("face", "SADTALKER_FACE"), ("crop", "IMAGE"), ("faces", "IMAGE")]),
     "SadTalkerAudioToCoefficients": ([("model", "SADTALKER_MODEL", False), ("face", "SADTALKER_FACE", False),
                                       ("audio", "AUDIO", False), ("ref_pose", "SADTALKER_REFERENCE", True),
-                                      ("ref_eyeblink", "SADTALKER_REFERENCE", True)],
+                                      ("ref_eyeblink", "SADTALKER_REFERENCE", True),
+                                      ("expression_reference", "SADTALKER_FACE", True)],
                                      [("coefficients", "SADTALKER_COEFFS")]),
     "SadTalkerReferenceToCoefficients": ([("model", "SADTALKER_MODEL", False), ("images", "IMAGE", False),
                                           ("audio", "AUDIO", True)],
@@ -75,7 +76,8 @@ SOCKETS = {
     "CreateVideo": ([("images", "IMAGE", False), ("audio", "AUDIO", True)], [("VIDEO", "VIDEO")]),
     "SaveVideo": ([("video", "VIDEO", False)], []),
     "AudioMerge": ([("audio1", "AUDIO", False), ("audio2", "AUDIO", False)], [("AUDIO", "AUDIO")]),
-    "SadTalkerIdleCoefficients": ([("model", "SADTALKER_MODEL", False), ("face", "SADTALKER_FACE", False)],
+    "SadTalkerIdleCoefficients": ([("model", "SADTALKER_MODEL", False), ("face", "SADTALKER_FACE", False),
+                                   ("expression_reference", "SADTALKER_FACE", True)],
                                   [("coefficients", "SADTALKER_COEFFS")]),
     "SadTalkerLoadAudioList": ([], [("audio", "AUDIO"), ("name", "STRING")]),
 }
@@ -94,7 +96,7 @@ TITLES = {
 
 
 # widget values the examples leave at the node's default
-DEFAULT_WIDGETS = {"head_motion_scale": 1.0, "blinks_per_minute": 0.0, "face_index": -1}
+DEFAULT_WIDGETS = {"head_motion_scale": 1.0, "blinks_per_minute": 0.0, "face_index": -1, "expression_strength": 1.0}
 
 # ----------------------------------------------------------------------------- sizes after a run
 # LiteGraph's geometry (ComfyUI frontend 1.35): title bar above the node's pos, one row per socket,
@@ -438,6 +440,51 @@ def long_speech_to_video() -> Workflow:
     return wf
 
 
+def compact(wf: Workflow, node_ids: list[int]) -> None:
+    """Give these SadTalker nodes their after-run size without SLACK, so two of them stack in one column of
+    the default view (the layout test still checks that each keeps its after-run size)."""
+    for node_id in node_ids:
+        wf.nodes[node_id - 1]["size"][1] -= SLACK
+
+
+def talk_with_expression() -> Workflow:
+    wf = Workflow("SadTalker with an expression reference: one portrait and one speech, talking with the expression "
+                  "of a smiling and of a sad picture (each through its own Face Crop + 3DMM into "
+                  "'expression_reference'). The lips follow the speech; the portrait keeps its identity. "
+                  "expression_strength 0 = its own expression, 1 = the picture's. Each Render plays its video; "
+                  "the happy one is saved. The expression shows with the official weights only.")
+    model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
+    image = wf.add("LoadImage", {"image": "portrait.png"})
+    audio = wf.add(*SPEECH)
+    face = wf.add("SadTalkerFaceCrop", {"preprocess": "crop", "size": "256", "landmark_backend": "auto"})
+    wf.link(model, 0, face, "model")
+    wf.link(image, 0, face, "image")
+    pictures, refs, coeffs, renders = [], [], [], []
+    for picture_name in ("sad.png", "happy.png"):   # the saved (happy) render last, as in the other examples
+        picture = wf.add("LoadImage", {"image": picture_name})
+        ref = wf.add("SadTalkerFaceCrop", {"preprocess": "crop", "size": "256", "landmark_backend": "auto"})
+        coeff = wf.add("SadTalkerAudioToCoefficients", {"pose_style": 0, "seed": 0, "blink": True, "still": False,
+                                                        "expression_strength": 1.0})
+        render = wf.add("SadTalkerRender", RENDER_WIDGETS)
+        for src, dst, socket in ((model, ref, "model"), (picture, ref, "image"), (model, coeff, "model"),
+                                 (face, coeff, "face"), (audio, coeff, "audio"), (ref, coeff, "expression_reference"),
+                                 (model, render, "model"), (face, render, "face"), (coeff, render, "coefficients")):
+            wf.link(src, 0, dst, socket)
+        for group, node in zip((pictures, refs, coeffs, renders), (picture, ref, coeff, render)):
+            group.append(node)
+    video, save = video_out(wf, renders[1], renders[1], "video/sadtalker_happy")
+    compact(wf, coeffs + renders)
+    # the note sits above the first two columns; the others start level with it
+    top = -(110 + GAP + TITLE_H)
+    x = wf.column(0, [model, image, audio])
+    x = wf.column(x, pictures[::-1])
+    x = wf.column(x, [face, *refs[::-1]], y=top)
+    x = wf.column(x, coeffs[::-1], y=top)
+    x = wf.column(x, renders[::-1], y=top)
+    wf.column(x, [video, save], y=top)
+    return wf
+
+
 THUMBNAIL_SIZE = (512, 384)
 LINK_COLORS = {"IMAGE": (100, 181, 246), "AUDIO": (240, 160, 80), "FLOAT": (170, 238, 136),
                "VIDEO": (220, 120, 220), "STRING": (119, 221, 119)}
@@ -449,6 +496,7 @@ TITLES_SHORT = {
     "sadtalker_idle_clip.json": "idle clip, no speech",
     "sadtalker_long_speech_to_video.json": "long speech -> streamed video",
     "sadtalker_speech_list_to_videos.json": "speech folder -> one video each",
+    "sadtalker_talk_with_expression.json": "happy or sad, from a picture",
 }
 
 
@@ -511,6 +559,7 @@ WORKFLOWS = {
     "sadtalker_idle_clip.json": idle_clip,
     "sadtalker_long_speech_to_video.json": long_speech_to_video,
     "sadtalker_speech_list_to_videos.json": speech_list_to_videos,
+    "sadtalker_talk_with_expression.json": talk_with_expression,
 }
 
 

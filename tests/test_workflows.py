@@ -17,7 +17,8 @@ WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 
 # the core nodes the examples use, as ComfyUI 0.8's /object_info describes them (inputs only)
 CORE = {
-    "LoadImage": {"required": {"image": [["portrait.png", "full_body.png", "two_people.png"], {"image_upload": True}]}},
+    "LoadImage": {"required": {"image": [["portrait.png", "full_body.png", "two_people.png", "happy.png", "sad.png"],
+                                         {"image_upload": True}]}},
     "LoadAudio": {"required": {"audio": ["COMBO", {"options": ["speech.wav", "speech_b.wav"], "audio_upload": True}]}},
     "LoadVideo": {"required": {"file": ["COMBO", {"options": ["reference.mp4"], "video_upload": True}]}},
     "GetVideoComponents": {"required": {"video": ["VIDEO", {}]}},
@@ -54,12 +55,12 @@ def object_info():
     return info
 
 
-def test_there_are_seven_examples():
+def test_there_are_eight_examples():
     names = {p.name for p in WORKFLOWS}
     assert names == {"sadtalker_image_audio_to_video.json", "sadtalker_full_body_enhanced.json",
                      "sadtalker_reference_video_pose_blink.json", "sadtalker_two_people_talking.json",
                      "sadtalker_idle_clip.json", "sadtalker_long_speech_to_video.json",
-                     "sadtalker_speech_list_to_videos.json"}
+                     "sadtalker_speech_list_to_videos.json", "sadtalker_talk_with_expression.json"}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
