@@ -7,9 +7,10 @@ with the clip: no list of frames and no ``(T, H, W, 3)`` array exist anywhere. T
 when the video is complete (:class:`~sadtalker_models.video.Mp4Writer`: temporary file, then an
 atomic rename; an error or a cancel leaves nothing behind).
 
-With ``threaded=True`` the encoders run on their own thread, fed through a queue of one batch, so
-the renderer (the GPU) never waits for ffmpeg; at most three batches are alive then (one being
-rendered, one queued, one being encoded).
+With ``threaded=True`` the enhancer (when given) and the encoders run on their own thread, fed
+through a queue of one batch, so the renderer (the GPU) never waits for the landmarks, the
+restorer or ffmpeg; at most three batches are alive then (one being rendered, one queued, one
+being enhanced and encoded).
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def render_to_mp4(models: Any, face: Any, coeffs: Any, path: str | Path, *, expr
             :func:`~.pipeline.render_frames` (``progress(done, total)`` may raise to cancel).
         check: called after each batch is handed to the encoder and once more before the audio
             is muxed; it may raise to cancel (a stop request that arrived while encoding).
-        on_batch: ``on_batch(frames (b, H, W, 3) uint8, frames done)`` with each finished batch (after
+        on_batch: ``on_batch(frames (b, H, W, 3) uint8, frames done)`` with each rendered batch (before
             enhancement), e.g. to show the newest frame while rendering; it may raise to cancel.
         audio: ``(waveform (C, n) float, sample_rate)`` muxed and cut to the video length;
             default: the coefficients' own audio; no audio stream when neither exists.
@@ -147,7 +148,8 @@ def render_to_mp4(models: Any, face: Any, coeffs: Any, path: str | Path, *, expr
             detector: every batch is enhanced (:func:`~.enhance.enhance_frames`) before encoding.
         enhance_strength, enhance_upscale: blend weight 0..1 and output scale (1 or 2).
         preview_path: also write a small copy (long side <= ``preview_max_side``, with the audio).
-        threaded: encode on a worker thread (useful when rendering on a GPU).
+        threaded: enhance and encode on a worker thread, batch n while batch n+1 renders (useful
+            when rendering on a GPU; on a small CPU the threads only compete for the same cores).
 
     Returns:
         :class:`VideoResult` (frame count, size, fps, paths). On an error or a cancel no output
@@ -163,24 +165,31 @@ def render_to_mp4(models: Any, face: Any, coeffs: Any, path: str | Path, *, expr
     video = Mp4Writer(path, fps=coeffs.fps, audio=wave, sample_rate=rate, quality=quality)
     preview = Mp4Writer(preview_path, fps=coeffs.fps, audio=wave, sample_rate=rate) if preview_path else None
     encoders = _Encoders(video, preview, preview_max_side)
-    worker = _EncoderThread(encoders.write) if threaded else None
+
+    def finish(batch: np.ndarray) -> None:
+        """A rendered batch (b, H, W, 3) uint8: enhanced when a restorer is given, then encoded."""
+        if restorer is not None:
+            from .enhance import enhance_frames
+
+            batch, _ = enhance_frames(batch, restorer, detector, strength=float(enhance_strength),
+                                      upscale=int(enhance_upscale), batch_size=len(batch))
+        encoders.write(batch)
+
+    # threaded: batch n is enhanced (landmarks on the CPU, the restorer on the device) and encoded on
+    # the worker while batch n+1 renders; otherwise one after the other
+    worker = _EncoderThread(finish) if threaded else None
     frames = 0
     try:
         for batch in pipeline.render_frames(models, face, coeffs, expression_scale=expression_scale,
                                             batch_size=batch_size, yaw=yaw, pitch=pitch, roll=roll,
                                             paste_back=paste_back, progress=progress):
-            if restorer is not None:
-                from .enhance import enhance_frames
-
-                batch, _ = enhance_frames(batch, restorer, detector, strength=float(enhance_strength),
-                                          upscale=int(enhance_upscale), batch_size=len(batch))
             frames += len(batch)
             if on_batch is not None:
                 on_batch(batch, frames)
             if worker is not None:
                 worker.put(batch)
             else:
-                encoders.write(batch)
+                finish(batch)
             del batch
             if check is not None:
                 check()

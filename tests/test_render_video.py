@@ -161,6 +161,30 @@ def test_face_enhancement_runs_batch_by_batch_inside_the_stream(small_job, strea
     assert b > a + 2.0   # the brightened faces were blended into both frames
 
 
+def test_threaded_enhancement_overlaps_the_render_and_gives_the_same_video(small_job, streamed, tmp_path):
+    """threaded=True enhances and encodes batch n on the worker while batch n+1 renders: the frames of
+    the video are those of the one-thread run, and the enhancer ran off the rendering thread."""
+    import threading
+
+    models, face, coeffs = small_job
+    plain = streamed[0]
+    two = dataclasses.replace(coeffs, coeffs=coeffs.coeffs[:2])
+    detector = _FixedLandmarks(face.data.lm68, plain.width / 256.0)
+    threads = []
+
+    class Watched(_Brighten):
+        def restore(self, faces):
+            threads.append(threading.current_thread().name)
+            return super().restore(faces)
+
+    videos = [render_video.render_to_mp4(models, face, two, tmp_path / f"enh{threaded}.mp4", batch_size=1,
+                                         restorer=Watched(), detector=detector, threaded=threaded)
+              for threaded in (False, True)]
+    decoded = [np.stack(list(read_video(v.path)[0])) for v in videos]
+    assert np.array_equal(decoded[0], decoded[1])
+    assert threads == ["MainThread"] * 2 + ["sadtalker-encoder"] * 2
+
+
 def test_preview_size_caps_the_long_side_and_keeps_sides_even():
     assert render_video.preview_size(1920, 1080) == (512, 288)
     assert render_video.preview_size(1080, 1920) == (288, 512)
