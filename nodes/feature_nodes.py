@@ -36,7 +36,7 @@ class SadTalkerIdleCoefficients:
             "required": {
                 "model": MODEL_INPUT,
                 "face": FACE_INPUT,
-                "seconds": ("FLOAT", {"default": 5.0, "min": 0.04, "max": options.MAX_IDLE_SECONDS, "step": 0.5,
+                "seconds": ("FLOAT", {"default": 1.0, "min": 0.04, "max": options.MAX_IDLE_SECONDS, "step": 0.5,
                                       "tooltip": "Length of the idle clip (25 frames a second)."}),
                 "pose_style": ("INT", {"default": 0, "min": 0, "max": options.MAX_POSE_STYLE, "step": 1,
                                        "tooltip": "One of SadTalker's 46 head-motion styles."}),
@@ -47,7 +47,7 @@ class SadTalkerIdleCoefficients:
             "optional": {**MOTION_INPUTS, **EXPRESSION_REFERENCE_INPUTS},
         }
 
-    def make(self, model, face, seconds: float = 5.0, pose_style: int = 0, seed: int = 0, blink: bool = True,
+    def make(self, model, face, seconds: float = 1.0, pose_style: int = 0, seed: int = 0, blink: bool = True,
              head_motion_scale: float = 1.0, blinks_per_minute: float = 0.0, expression_reference=None,
              expression_strength: float = 1.0):
         handle = _model_handle(model)

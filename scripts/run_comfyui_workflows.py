@@ -427,27 +427,27 @@ def odd_picture_case(base: dict, frames: int, mode: str, size: tuple[int, int]) 
 
 
 def vhs_case(base: dict, frames: int) -> Case:
-    """The reference example with VHS Load Video for the reference frames and VHS Video Combine."""
+    """The reference example with VHS Load Video's IMAGE frames into the reference node's 'images'
+    (instead of core Load Video's VIDEO) and VHS Video Combine instead of Create Video + Save Video."""
     prompt = copy.deepcopy(base)
-    (components,) = nodes_of(prompt, "GetVideoComponents")
     (loader,) = nodes_of(prompt, "LoadVideo")
+    (reference,) = nodes_of(prompt, "SadTalkerReferenceToCoefficients")
     (create,) = nodes_of(prompt, "CreateVideo")
     (save,) = nodes_of(prompt, "SaveVideo")
-    for node in prompt.values():
-        for value in node["inputs"].values():
-            if isinstance(value, list) and value[0] == components and value[1] != 0:
-                raise SetupError("the reference example uses Get Video Components' audio or fps; the VHS case "
-                                 "only replaces its images")
-    del prompt[loader], prompt[save]
-    prompt[components] = {"class_type": "VHS_LoadVideo", "inputs": {
+    if prompt[reference]["inputs"].get("video") != [loader, 0]:
+        raise SetupError("the reference example does not feed Load Video's VIDEO to the reference node; the VHS "
+                         "case only replaces that link")
+    del prompt[save], prompt[reference]["inputs"]["video"]
+    prompt[loader] = {"class_type": "VHS_LoadVideo", "inputs": {
         "video": "reference.mp4", "force_rate": 25, "custom_width": 0, "custom_height": 0, "frame_load_cap": 0,
         "skip_first_frames": 0, "select_every_nth": 1, "format": "AnimateDiff"}}
+    prompt[reference]["inputs"]["images"] = [loader, 0]
     wiring = prompt.pop(create)["inputs"]
     prompt[create] = {"class_type": "VHS_VideoCombine", "inputs": {
         "images": wiring["images"], "audio": wiring["audio"], "frame_rate": 25, "loop_count": 0,
         "filename_prefix": "video/vhs", "format": "video/h264-mp4", "pingpong": False, "save_output": True,
         "pix_fmt": "yuv420p", "crf": 19, "save_metadata": True, "trim_to_audio": False}}
-    return Case("VHS Load Video -> Reference Video to Coefficients; Render -> VHS Video Combine", prompt, frames,
+    return Case("VHS Load Video -> Video to Coefficients; Render -> VHS Video Combine", prompt, frames,
                 ui=expected_ui(prompt))
 
 
@@ -497,11 +497,11 @@ def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool
     if turn_seconds > 0 and two:
         cases.append(turns_case(two[0], turn_seconds))
     reference = [p for p in prompts.values() if nodes_of(p, "SadTalkerReferenceToCoefficients")
-                 and nodes_of(p, "GetVideoComponents") and nodes_of(p, "CreateVideo")]
+                 and nodes_of(p, "LoadVideo") and nodes_of(p, "CreateVideo")]
     if vhs and reference:
         cases.append(vhs_case(reference[0], frames))
     elif vhs:
-        log.warning("no reference-video example with Get Video Components; the VHS case is left out")
+        log.warning("no reference-video example with Load Video; the VHS case is left out")
     else:
         log.warning("VideoHelperSuite is not loaded (add --extra-node /path/to/ComfyUI-VideoHelperSuite); "
                     "the VHS case is left out")
@@ -664,9 +664,9 @@ def case_timeout(args, case: Case) -> float:
 
 
 def find_workflows(pack: Path) -> list[Path]:
-    found = sorted(p for folder in ("example_workflows", "workflows") for p in (pack / folder).glob("*.json"))
+    found = sorted(p for folder in ("workflows", "workflows") for p in (pack / folder).glob("*.json"))
     if not found:
-        raise SetupError(f"{pack} has no example_workflows/*.json or workflows/*.json; give --pack a full clone")
+        raise SetupError(f"{pack} has no workflows/*.json or workflows/*.json; give --pack a full clone")
     return found
 
 

@@ -12,7 +12,7 @@ import pytest
 from test_nodes import comfy_base, pack  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLES = REPO / "example_workflows"
+EXAMPLES = REPO / "workflows"
 INPUTS = REPO / "example_inputs"
 
 
@@ -39,21 +39,18 @@ def test_example_inputs_are_copied_once_and_never_replace_a_users_file(pack, com
     import folder_paths
 
     monkeypatch.delenv("SADTALKER_NO_EXAMPLE_INPUTS", raising=False)
-    base = tmp_path / "comfy"
-    (base / "input").mkdir(parents=True)
-    folder_paths.set_base(str(base))
-    try:
-        (base / "input" / "portrait.png").write_bytes(b"the user's own portrait")
-        copied = pack.nodes.comfy_glue.install_example_inputs()
-        shipped = sorted(str(p.relative_to(INPUTS)) for p in INPUTS.rglob("*") if p.is_file() and p.name != "README.md")
-        assert sorted(copied) == [name for name in shipped if name != "portrait.png"]
-        assert (base / "input" / "portrait.png").read_bytes() == b"the user's own portrait"
-        for name in copied:
-            assert (base / "input" / name).read_bytes() == (INPUTS / name).read_bytes()
-        assert pack.nodes.comfy_glue.install_example_inputs() == []          # the second start copies nothing
-        assert not [p for p in (base / "input").rglob("*") if re.search(r"\.copy\.[0-9a-f]{8}", p.name)]
-        monkeypatch.setenv("SADTALKER_NO_EXAMPLE_INPUTS", "1")
-        (base / "input" / "speech.wav").unlink()
-        assert pack.nodes.comfy_glue.install_example_inputs() == []
-    finally:
-        folder_paths.set_base(str(comfy_base))
+    target = tmp_path / "input"
+    target.mkdir()
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(target))
+    (target / "portrait.png").write_bytes(b"the user's own portrait")
+    copied = pack.nodes.comfy_glue.install_example_inputs()
+    shipped = sorted(str(p.relative_to(INPUTS)) for p in INPUTS.rglob("*") if p.is_file() and p.name != "README.md")
+    assert sorted(copied) == [name for name in shipped if name != "portrait.png"]
+    assert (target / "portrait.png").read_bytes() == b"the user's own portrait"
+    for name in copied:
+        assert (target / name).read_bytes() == (INPUTS / name).read_bytes()
+    assert pack.nodes.comfy_glue.install_example_inputs() == []          # the second start copies nothing
+    assert not [p for p in target.rglob("*") if re.search(r"\.copy\.[0-9a-f]{8}", p.name)]
+    monkeypatch.setenv("SADTALKER_NO_EXAMPLE_INPUTS", "1")
+    (target / "speech.wav").unlink()
+    assert pack.nodes.comfy_glue.install_example_inputs() == []

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.mark.timeout(3600)
-def test_example_workflows_run_in_real_comfyui(weights_dir):
+def test_workflows_run_in_real_comfyui(weights_dir):
     python = os.environ.get("COMFYUI_PYTHON", sys.executable)
     extra = [arg for path in os.environ.get("COMFYUI_EXTRA_NODES", "").split(os.pathsep) if path
              for arg in ("--extra-node", path)]
@@ -36,7 +36,7 @@ def test_example_workflows_run_in_real_comfyui(weights_dir):
     output = proc.stderr + proc.stdout
     assert proc.returncode == 0, output[-12000:]
     last = output.strip().splitlines()[-1]
-    examples = len(list((REPO / "example_workflows").glob("*.json")))
+    examples = len(list((REPO / "workflows").glob("*.json")))
     # every example, the three odd-sized pictures, the cached re-queue and the list of two pictures
     # (+ the VHS case with VideoHelperSuite)
     assert re.search(rf"all {examples + 5 + bool(extra)} cases passed$", last), last

@@ -71,7 +71,7 @@ def test_comfyignore_keeps_tests_and_benchmarks_out_of_the_archive():
     for needed in ("__init__.py", "nodes/__init__.py", "sadtalker_models/pipeline.py", "web/sadtalker.js",
                    "requirements.txt", "pyproject.toml", "LICENSE"):
         assert needed in files, needed
-    assert any(f.startswith("example_workflows/") or f.startswith("workflows/") for f in files)
+    assert any(f.startswith("workflows/") for f in files)
 
 
 # --------------------------------------------------------------------------- security scan
@@ -141,7 +141,7 @@ def test_dependencies_are_listed_once():
 
 
 def test_template_browser_folder_has_a_thumbnail_per_workflow():
-    folder = "example_workflows"
+    folder = "workflows"
     workflows = sorted((REPO / folder).glob("*.json"))
     assert workflows, f"{folder}/ holds the example workflows ComfyUI's template browser lists"
     for path in workflows:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
 
 # the core nodes the examples use, as ComfyUI 0.8's /object_info describes them (inputs only)
 CORE = {
@@ -255,7 +255,7 @@ def test_web_extension_defaults_and_restores_outputs_after_reload(tmp_path):
 
 
 def builder():
-    spec = importlib.util.spec_from_file_location("build_example_workflows", REPO / "scripts" / "build_example_workflows.py")
+    spec = importlib.util.spec_from_file_location("build_workflows", REPO / "scripts" / "build_workflows.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -323,8 +323,8 @@ def test_examples_have_template_thumbnails():
 def test_examples_are_what_the_builder_writes():
     build = builder()
     for name, make in build.WORKFLOWS.items():
-        assert make().to_json() == json.loads((REPO / "example_workflows" / name).read_text()), \
-            f"{name} is stale: run python scripts/build_example_workflows.py"
+        assert make().to_json() == json.loads((REPO / "workflows" / name).read_text()), \
+            f"{name} is stale: run python scripts/build_workflows.py"
 
 
 def test_runner_derives_the_list_turns_and_mask_cases(object_info):
@@ -343,6 +343,12 @@ def test_runner_derives_the_list_turns_and_mask_cases(object_info):
     assert mask.chosen_face == "right" and crop["inputs"]["mask"][1] == 1 and crop["inputs"]["face_index"] == 0
     assert "two people taking turns" not in {c.name.split(" ->")[0] for c in
                                             r.build_cases(WORKFLOWS, object_info, 2, vhs=False, turn_seconds=0)}
+    (vhs,) = [c for c in r.build_cases(WORKFLOWS, object_info, 2, vhs=True) if c.name.startswith("VHS")]
+    (reference,) = [n for n in vhs.prompt.values() if n["class_type"] == "SadTalkerReferenceToCoefficients"]
+    assert "video" not in reference["inputs"] and vhs.prompt[reference["inputs"]["images"][0]]["class_type"] \
+        == "VHS_LoadVideo"                                     # VHS's IMAGE frames instead of core's VIDEO
+    example = json.loads((REPO / "workflows" / "sadtalker_reference_video_pose_blink.json").read_text())
+    assert "GetVideoComponents" not in {n["type"] for n in example["nodes"]}   # core Load Video -> 'video' directly
 
 
 def test_runner_cancels_a_case_past_its_time_and_scales_the_time_with_frames(object_info, monkeypatch):

@@ -1,6 +1,6 @@
-"""Write the example workflows in example_workflows/ (ComfyUI's UI format, version 0.4) and their thumbnails.
+"""Write the example workflows in workflows/ (ComfyUI's UI format, version 0.4) and their thumbnails.
 
-Run it after changing a node's inputs: ``python scripts/build_example_workflows.py``.
+Run it after changing a node's inputs: ``python scripts/build_workflows.py``.
 The files are what users drag into ComfyUI (and what its template browser lists, with the
 ``<name>.jpg`` thumbnail beside each); ``scripts/run_comfyui_workflows.py`` runs them in a real ComfyUI.
 
@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-OUT = REPO / "example_workflows"   # the folder ComfyUI's template browser reads
+OUT = REPO / "workflows"   # the folder ComfyUI's template browser reads
 
 # widget order = the nodes' INPUT_TYPES order (required, then optional); "fixed" follows a seed
 # (its control_after_generate value).
@@ -60,8 +60,8 @@ SOCKETS = {
                                       ("ref_eyeblink", "SADTALKER_REFERENCE", True),
                                       ("expression_reference", "SADTALKER_FACE", True)],
                                      [("coefficients", "SADTALKER_COEFFS")]),
-    "SadTalkerReferenceToCoefficients": ([("model", "SADTALKER_MODEL", False), ("images", "IMAGE", False),
-                                          ("audio", "AUDIO", True)],
+    "SadTalkerReferenceToCoefficients": ([("model", "SADTALKER_MODEL", False), ("video", "VIDEO", True),
+                                          ("images", "IMAGE", True), ("audio", "AUDIO", True)],
                                          [("reference", "SADTALKER_REFERENCE"), ("coefficients", "SADTALKER_COEFFS")]),
     "SadTalkerRender": ([("model", "SADTALKER_MODEL", False), ("face", "SADTALKER_FACE", False),
                          ("coefficients", "SADTALKER_COEFFS", False), ("background", "IMAGE", True)],
@@ -86,7 +86,7 @@ LINKABLE_WIDGETS = {"filename_prefix": "STRING"}      # widgets one example driv
 TITLES = {
     "SadTalkerModelLoader": "SadTalker Model Loader", "SadTalkerFaceCrop": "SadTalker Face Crop + 3DMM",
     "SadTalkerAudioToCoefficients": "SadTalker Audio to Coefficients",
-    "SadTalkerReferenceToCoefficients": "SadTalker Reference Video to Coefficients",
+    "SadTalkerReferenceToCoefficients": "SadTalker Video to Coefficients",
     "SadTalkerRender": "SadTalker Render", "SadTalkerRenderVideo": "SadTalker Render to Video",
     "SadTalkerFaceRestoreModelLoader": "SadTalker Face Restore Model Loader",
     "SadTalkerFaceEnhance": "SadTalker Face Enhance",
@@ -321,21 +321,19 @@ def full_body_enhanced() -> Workflow:
 
 def reference_video_pose_blink() -> Workflow:
     wf = Workflow("SadTalker with a reference video: head motion and eye blinks are copied from a video "
-                  "(Load Video -> Get Video Components), the mouth follows the speech.\nFor VideoHelperSuite, "
-                  "connect its Load Video's IMAGE output to 'images' instead.")
+                  "(core Load Video's VIDEO, read frame by frame), the mouth follows the speech.\nFor "
+                  "VideoHelperSuite, connect its Load Video's IMAGE output to 'images' instead.")
     model, image, audio, face, coeffs, render = talking_head(wf, "portrait.png", "crop", still=False)
     ref_video = wf.add("LoadVideo", {"file": "reference.mp4"})
-    components = wf.add("GetVideoComponents", {})
     reference = wf.add("SadTalkerReferenceToCoefficients", {"preprocess": "crop", "landmark_backend": "auto",
                                                             "max_frames": 0})
-    wf.link(ref_video, 0, components, "video")
+    wf.link(ref_video, 0, reference, "video")
     wf.link(model, 0, reference, "model")
-    wf.link(components, 0, reference, "images")
     wf.link(reference, 0, coeffs, "ref_pose")
     wf.link(reference, 0, coeffs, "ref_eyeblink")
     video, save = video_out(wf, render, render, "video/sadtalker_ref")
     x = wf.column(0, [model, image, audio])
-    x = wf.column(x, [ref_video, components])
+    x = wf.column(x, [ref_video])
     x = wf.column(x, [face, reference])
     x = wf.column(x, [coeffs])
     x = wf.column(x, [render])
@@ -385,11 +383,12 @@ def two_people_talking() -> Workflow:
 def idle_clip() -> Workflow:
     wf = Workflow("SadTalker idle clip: no speech - N seconds of blinks, a slight head motion and a closed mouth "
                   "(the audio networks are given silence). The same seed gives the same clip; the video's sound "
-                  "track is silence.")
+                  "track is silence. 1 s (25 frames) renders in about a minute on a CPU: raise 'seconds' for a "
+                  "longer clip (each second is 25 more frames).")
     model = wf.add("SadTalkerModelLoader", {"checkpoint": CHECKPOINT, "precision": "auto"})
     image = wf.add("LoadImage", {"image": "portrait.png"})
     face = wf.add("SadTalkerFaceCrop", {"preprocess": "crop", "size": "256", "landmark_backend": "auto"})
-    idle = wf.add("SadTalkerIdleCoefficients", {"seconds": 5.0, "pose_style": 0, "seed": 0, "blink": True})
+    idle = wf.add("SadTalkerIdleCoefficients", {"seconds": 1.0, "pose_style": 0, "seed": 0, "blink": True})
     render = wf.add("SadTalkerRender", RENDER_WIDGETS)
     wf.link(model, 0, face, "model")
     wf.link(image, 0, face, "image")
@@ -569,7 +568,7 @@ def main() -> None:
     for name, build in WORKFLOWS.items():
         workflow = build().to_json()
         (OUT / name).write_text(json.dumps(workflow, indent=1) + "\n")
-        # ComfyUI's template browser shows example_workflows/<name>.jpg beside <name>.json
+        # ComfyUI's template browser shows workflows/<name>.jpg beside <name>.json
         thumbnail(workflow, TITLES_SHORT[name]).save(OUT / (Path(name).stem + ".jpg"), quality=88)
         logging.info("wrote %s and its thumbnail", OUT / name)
 
