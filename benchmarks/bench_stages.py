@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from sadtalker_models import pipeline
+from sadtalker_models.frames import pad_to_even
 from sadtalker_models.precision import cpu_runs_natively
 from sadtalker_models.video import Mp4Writer, load_audio, read_image
 
@@ -173,7 +174,7 @@ def measure(args: argparse.Namespace) -> list[tuple[str, str, float, str]]:
             def encode():
                 with Mp4Writer(work / "out.mp4") as writer:
                     for _ in range(max(1, 10 // len(frames))):
-                        writer.write(pipeline.pad_to_even(frames))
+                        writer.write(pad_to_even(frames))
                 return writer
             repeats = max(1, 10 // len(frames)) * len(frames)
             rows.append(("encode (H.264)", tag, best_time(encode, device, args.repeats) * FPS / repeats,

@@ -31,6 +31,8 @@ import torch
 from .model_cache import MODEL_CACHE, ModelCache, make_key
 from .options import (FPS, LANDMARK_BACKENDS, MAX_IDLE_SECONDS, MAX_POSE_STYLE, PREPROCESS_MODES, SIZES,
                       check_choice, is_full_frame)
+from .frames import (background_frame, check_background, frames_to_uint8, natural_size, output_size,  # noqa: F401
+                     pad_to_even)
 from .precision import resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -500,40 +502,6 @@ def parse_angles(text: str | Sequence[float] | None, what: str = "angles") -> li
     return values
 
 
-def output_size(face: SourceFace, paste_back: bool = True) -> tuple[int, int]:
-    """(width, height) of the frames :func:`render_frames` yields; both always even.
-
-    Video encoders (libx264/yuv420p, as in ComfyUI's Save Video) need even sides, so an odd side of
-    the picture (full/extfull with paste-back) or of the crop's aspect ratio (``int(S * h / w)``
-    rows) gets one more row/column at the bottom/right edge (see :func:`pad_to_even`).
-    """
-    width, height = _natural_size(face, paste_back)
-    return width + width % 2, height + height % 2
-
-
-def _natural_size(face: SourceFace, paste_back: bool) -> tuple[int, int]:
-    """(width, height) before evening: the picture's own size, or S by the crop's aspect (§14)."""
-    if paste_back and face.paste_back_possible:
-        h0, w0 = face.original.shape[:2]
-        return w0, h0
-    return face.crop_info.output_size(face.size)
-
-
-def pad_to_even(frames: np.ndarray) -> np.ndarray:
-    """``(b, H, W, 3)`` -> ``(b, H + H % 2, W + W % 2, 3)``: an odd side gets a copy of its last
-    row/column at the bottom/right edge, so every pixel (and the face) stays where it was."""
-    h, w = frames.shape[1:3]
-    if h % 2 == 0 and w % 2 == 0:
-        return frames
-    return np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-
-
-def frames_to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """``(b, 3, S, S)`` float 0..1 -> ``(b, S, S, 3)`` uint8 (round half to even in float32, §14)."""
-    x = frames.detach().float().cpu().permute(0, 2, 3, 1).numpy()
-    return np.clip(np.rint(x * np.float32(255.0)), 0, 255).astype(np.uint8)
-
-
 def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficients, expression_scale: float = 1.0,
                   batch_size: int = 2, yaw: Sequence[float] | str | None = None,
                   pitch: Sequence[float] | str | None = None, roll: Sequence[float] | str | None = None,
@@ -571,7 +539,7 @@ def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficient
     renderer = models.renderer(face.preprocess)
     device = models.current_device()
     source = torch.from_numpy(face.crop).permute(2, 0, 1)[None].float() * np.float32(1.0 / 255.0)
-    out_w, out_h = _natural_size(face, paste_back=False)
+    out_w, out_h = natural_size(face, paste_back=False)
     paste = paste_back and face.paste_back_possible
     if background is not None:
         if not paste:
@@ -600,36 +568,3 @@ def render_frames(models: SadTalkerModels, face: SourceFace, coeffs: Coefficient
                 frames = paster(frames, destinations)
             done += len(frames)
             yield np.ascontiguousarray(pad_to_even(frames))
-
-
-def background_frame(background: Any, index: int, face: SourceFace) -> np.ndarray:
-    """Frame ``min(index, N - 1)`` of ``background`` ``(N, H, W, 3)`` as ``(H0, W0, 3)`` uint8.
-
-    ``H, W`` must be the picture's size, or its even-padded size (a render's output), which is cut
-    back to the picture. Only that one frame is converted.
-    """
-    h0, w0 = face.original.shape[:2]
-    n = len(background) if getattr(background, "ndim", 0) == 4 else 0
-    if n == 0 or tuple(background.shape[1:3]) not in ((h0, w0), (h0 + h0 % 2, w0 + w0 % 2)) \
-            or background.shape[3] != 3:
-        raise ValueError(f"The background must be frames of the same picture, {w0}x{h0} pixels (a render of another "
-                         f"face of it); got shape {tuple(getattr(background, 'shape', ()))}.")
-    index = min(int(index), n - 1)
-    frame = background[index, :h0, :w0]
-    if isinstance(frame, torch.Tensor):
-        frame = frame.detach().cpu().numpy()
-    from .face.landmarks import to_rgb_uint8
-
-    return to_rgb_uint8(frame, f"background frame {index}")   # NaN or infinite pixels: a sentence, not black
-
-
-def check_background(background: Any, face: SourceFace) -> None:
-    """Before any rendering: every frame of ``background`` ``(N, H, W, 3)`` fits the picture
-    (:func:`background_frame`) and holds finite values (a NaN frame would be pasted as black)."""
-    background_frame(background, 0, face)
-    for index in range(len(background)):
-        frame = background[index]
-        finite = torch.isfinite(frame).all() if isinstance(frame, torch.Tensor) else np.isfinite(frame).all()
-        if not bool(finite):
-            raise ValueError(f"Background frame {index} contains NaN or infinite values, which would paste as black; "
-                             "check the node that made the background frames.")
