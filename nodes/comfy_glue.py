@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 

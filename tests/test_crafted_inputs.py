@@ -12,7 +12,6 @@ import logging
 import math
 import shutil
 import struct
-import subprocess
 import time
 import tracemalloc
 import zlib
@@ -23,9 +22,9 @@ import pytest
 import torch
 
 from conftest import MEDIA
-from test_cli import REPO, short_wav
 from test_cli_robustness import CORRUPT, corrupt_models, run_main  # noqa: F401  (fixture)
 from test_nodes import comfy_base, model, nodes, pack  # noqa: F401  (fixtures)
+from test_workflows import run_web_driver
 
 from sadtalker_models import coefficient_files
 from sadtalker_models.coefficient_files import load_coefficients, save_coefficients
@@ -155,25 +154,13 @@ console.log(JSON.stringify(out));
 def test_the_curve_drawing_is_bounded_by_pixels_not_by_the_file(tmp_path):
     """fps 1e-6 made the grid loop run frames / fps = 3e8 times (a hung tab, again on every reload);
     a million points drew a million segments. Now both are bounded by the plot's 400 pixels."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node.js is not installed; cannot run web/sadtalker.js")
-    (tmp_path / "scripts").mkdir()
-    (tmp_path / "extensions" / "sadtalker").mkdir(parents=True)
-    (tmp_path / "package.json").write_text('{"type": "module"}')
-    (tmp_path / "scripts" / "app.js").write_text("export const app = { registerExtension() {} };")
-    (tmp_path / "scripts" / "api.js").write_text("export const api = {};")
-    shutil.copy(REPO / "web" / "sadtalker.js", tmp_path / "extensions" / "sadtalker" / "sadtalker.js")
-    (tmp_path / "driver.js").write_text(WEB_CURVES_DRIVER)
     normal = {"frames": 75, "fps": 25, "step": 1, "mouth": [0.1] * 75, "yaw": [1.0] * 75}
     crafted_fps = {"frames": 300, "fps": 1e-6, "step": 1, "mouth": [0.1] * 300}
     huge = {"frames": 10 ** 9, "fps": 25, "step": 1, "mouth": list(np.linspace(0, 1, 200_000)), "yaw": [0.0] * 200_000}
     odd = {"frames": "x", "fps": -3, "step": None, "mouth": [None, "a", 1.0]}
     (tmp_path / "cases.json").write_text(json.dumps([normal, crafted_fps, huge, odd]))
-    proc = subprocess.run([node, str(tmp_path / "driver.js"), str(tmp_path / "cases.json")],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_web_driver(tmp_path, WEB_CURVES_DRIVER, str(tmp_path / "cases.json"), timeout=120,
+                             app_js="export const app = { registerExtension() {} };", api_js="export const api = {};")
     assert results[0]["calls"] > 75                       # the normal plot: 3 s of grid plus both curves
     for result in results:
         assert result["calls"] < 8 * 400, result          # a few drawing calls per pixel of width at most

@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 
 from test_nodes import comfy_base, pack  # noqa: F401  (fixtures)
 

@@ -225,23 +225,30 @@ console.log(JSON.stringify(out));
 """
 
 
-def test_web_extension_defaults_and_restores_outputs_after_reload(tmp_path):
+def run_web_driver(folder: Path, driver: str, *args: str, app_js: str = WEB_STUB_APP, api_js: str = WEB_STUB_API,
+                   timeout: float = 60) -> dict:
+    """Run ``driver`` (an ES module) in node.js beside web/sadtalker.js and small stand-ins of ComfyUI's
+    front-end modules, in ``folder``; returns the JSON its last output line holds. Skips without node.js."""
     import shutil
     import subprocess
 
     node = shutil.which("node")
     if node is None:
         pytest.skip("node.js is not installed; cannot run web/sadtalker.js")
-    (tmp_path / "scripts").mkdir()
-    (tmp_path / "extensions" / "sadtalker").mkdir(parents=True)
-    (tmp_path / "package.json").write_text('{"type": "module"}')
-    (tmp_path / "scripts" / "app.js").write_text(WEB_STUB_APP)
-    (tmp_path / "scripts" / "api.js").write_text(WEB_STUB_API)
-    shutil.copy(REPO / "web" / "sadtalker.js", tmp_path / "extensions" / "sadtalker" / "sadtalker.js")
-    (tmp_path / "driver.js").write_text(WEB_DRIVER)
-    proc = subprocess.run([node, str(tmp_path / "driver.js")], capture_output=True, text=True, timeout=60)
+    (folder / "scripts").mkdir()
+    (folder / "extensions" / "sadtalker").mkdir(parents=True)
+    (folder / "package.json").write_text('{"type": "module"}')
+    (folder / "scripts" / "app.js").write_text(app_js)
+    (folder / "scripts" / "api.js").write_text(api_js)
+    shutil.copy(REPO / "web" / "sadtalker.js", folder / "extensions" / "sadtalker" / "sadtalker.js")
+    (folder / "driver.js").write_text(driver)
+    proc = subprocess.run([node, str(folder / "driver.js"), *args], capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_web_extension_defaults_and_restores_outputs_after_reload(tmp_path):
+    out = run_web_driver(tmp_path, WEB_DRIVER)
     assert out["controls"] == ["fixed", "fixed"] and out["chained"]
     assert out["loaderWidth"] >= 420
     assert out["asked"] and out["asked"][0].startswith("/history")
