@@ -1,6 +1,7 @@
 """The coefficient file: :class:`~.pipeline.Coefficients` saved as a ``.safetensors`` file.
 
-Tensors ``coeffs`` ``(T, 70)``, optional ``blink`` ``(T,)``, ``source_pose`` ``(3,)`` and ``audio``
+Tensors ``coeffs`` ``(T, 70)``, optional ``blink`` ``(T,)``, ``source_pose`` ``(3,)``, ``source_expression``
+``(64,)`` (the source face's expression, for the expression curve) and ``audio``
 ``(1, C, n)`` (float32, the :class:`~.pipeline.Audio` waveform with a leading 1); JSON-able metadata ``format`` (:data:`COEFF_FORMAT`), ``fps``, ``still``,
 ``source``, ``info`` and, with audio, ``sample_rate``. Written by the Save Coefficients node and
 ``python -m sadtalker_models --save-coefficients``; read by Load Coefficients and ``--coefficients``.
@@ -42,6 +43,8 @@ def save_coefficients(coeffs, path: str | os.PathLike) -> None:
         tensors["blink"] = coeffs.blink.detach().float().cpu().reshape(-1).contiguous()
     if coeffs.source_pose is not None:
         tensors["source_pose"] = coeffs.source_pose.detach().float().cpu().reshape(3).contiguous()
+    if getattr(coeffs, "source_expression", None) is not None:
+        tensors["source_expression"] = coeffs.source_expression.detach().float().cpu().reshape(64).contiguous()
     meta = {"format": COEFF_FORMAT, "fps": str(coeffs.fps), "still": str(bool(coeffs.still)), "source": coeffs.source,
             "info": json.dumps(coeffs.info, default=str)}
     if coeffs.audio is not None:   # stored (1, C, n), as files saved before the library's Audio held it
@@ -108,6 +111,13 @@ def _validated(tensors: dict, meta: dict, name: str) -> dict:
         pose = pose.float().reshape(3)
         if not bool(torch.isfinite(pose).all()):
             raise damaged("its 'source_pose' holds NaN or infinite values")
+    expression = tensors.get("source_expression")
+    if expression is not None:
+        if expression.numel() != 64:
+            raise damaged(f"its 'source_expression' has {expression.numel()} values; it must be 64")
+        expression = expression.float().reshape(64)
+        if not bool(torch.isfinite(expression).all()):
+            raise damaged("its 'source_expression' holds NaN or infinite values")
     audio = None
     if "audio" in tensors:
         if "sample_rate" not in meta:
@@ -139,7 +149,8 @@ def _validated(tensors: dict, meta: dict, name: str) -> dict:
     except json.JSONDecodeError:
         info = {}
     return dict(coeffs=coeffs, fps=fps, still=still == "True", audio=audio, blink=blink,
-                source=str(meta.get("source", "file")), info=info if isinstance(info, dict) else {}, source_pose=pose)
+                source=str(meta.get("source", "file")), info=info if isinstance(info, dict) else {}, source_pose=pose,
+                source_expression=expression)
 
 
 def load_coefficients(path: str | os.PathLike):

@@ -22,13 +22,15 @@ def test_round_trip_keeps_every_field(tmp_path):
     coeffs = Coefficients(coeffs=torch.randn(5, 70, generator=gen), fps=25.0, still=True,
                           audio=Audio(torch.randn(2, 3200, generator=gen).numpy(), 16000),
                           blink=torch.rand(5, generator=gen), source="idle", info={"seed": 3, "idle_seconds": 0.2},
-                          source_pose=torch.tensor([0.1, 0.2, -0.3]))
+                          source_pose=torch.tensor([0.1, 0.2, -0.3]), source_expression=torch.linspace(-1, 1, 64))
     path = tmp_path / "sub" / "c.safetensors"
     save_coefficients(coeffs, path)
     assert is_coefficient_file(path) and not (tmp_path / "sub" / "c.safetensors.part").exists()
     back = load_coefficients(path)
     assert torch.equal(back.coeffs, coeffs.coeffs) and torch.equal(back.blink, coeffs.blink)
     assert torch.equal(back.source_pose, coeffs.source_pose)
+    assert torch.equal(back.source_expression, coeffs.source_expression)      # the expression curve survives
+    assert back.curves()["expression"] == coeffs.curves()["expression"]
     assert np.array_equal(back.audio.waveform, coeffs.audio.waveform) and back.audio.sample_rate == 16000
     assert (back.fps, back.still, back.source, back.info) == (25.0, True, "idle", {"seed": 3, "idle_seconds": 0.2})
 

@@ -191,6 +191,8 @@ def crafted_file(path: Path, damage: str) -> Path:
         tensors["source_pose"] = torch.zeros(int(value))
     elif key == "blink":
         tensors["blink"] = torch.zeros(int(value))
+    elif key == "source_expression":
+        tensors["source_expression"] = torch.zeros(int(value))
     elif key == "no_sample_rate":
         del meta["sample_rate"]
     save_file(tensors, str(path), metadata=meta)
@@ -206,6 +208,7 @@ def crafted_file(path: Path, damage: str) -> Path:
     ("audio_nan=", "'audio' holds NaN"), ("audio_seconds=3600", "its audio lasts 3600.000 s but its 4 frames"),
     ("audio_seconds=0.01", "its audio lasts 0.010 s"), ("source_pose=7", "'source_pose' has 7 values"),
     ("blink=5", "'blink' has 5 values for 4 frames"), ("still=maybe", "'still' is 'maybe'"),
+    ("source_expression=63", "'source_expression' has 63 values"),
 ])
 def test_every_field_of_a_coefficient_file_is_checked_when_loaded(tmp_path, damage, field):
     path = crafted_file(tmp_path / "crafted.safetensors", damage)
