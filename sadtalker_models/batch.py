@@ -4,7 +4,7 @@ A manifest is a CSV file (a header row names the columns) or a JSONL file (one J
 each row is one video. The columns are the ``run`` command's options by name (``image``, ``audio``
 or ``idle`` or ``coefficients``, ``out``, ``preprocess``, ``still``, ``pose_style``, ``seed``, ...;
 dashes or underscores). They are read with the run command's own parser and checked with its own
-checks (:func:`sadtalker_models.__main__.check_run_args`), so a row means what the same options
+checks (:func:`.job.check_run_args`), so a row means what the same options
 mean to ``run``, and a new run option is a new column at once. Flags (``still``, ``no_blink``)
 take true/false, yes/no, 1/0; an empty cell (or a JSON ``null``) leaves an option at its default.
 Relative input paths are relative to the manifest's folder, ``out`` (and ``save_coefficients``)
@@ -25,9 +25,8 @@ ordered so that rows sharing a picture run one after another). On Ray (:func:`ru
 actor is one such process: one actor per GPU, or per N CPU cores; rows are streamed to whichever
 actor is free and their results gathered here. Ray is optional and imported only there.
 
-The run command's definitions (its parser, checks and render) live in
-:mod:`sadtalker_models.__main__`; this module uses them from there, so ``run`` and ``batch`` share
-one definition of what a video's options are.
+The run command's definitions (its options, checks and work) live in :mod:`.job`, below both the
+CLI and this module, so ``run`` and ``batch`` share one definition of what a video's options are.
 """
 
 from __future__ import annotations
@@ -35,7 +34,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import importlib
 import json
 import logging
 import math
@@ -47,6 +45,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
+
+from . import job as run_options
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +64,6 @@ _TRUE = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off"}
 
 
-def _command():
-    """The run command's module (its parser, checks and render)."""
-    return importlib.import_module("sadtalker_models.__main__")
-
-
 # --------------------------------------------------------------------------- row options
 
 
@@ -82,7 +77,7 @@ class _RowParser(argparse.ArgumentParser):
 def row_parser() -> argparse.ArgumentParser:
     """A parser with exactly the run command's options (``_add_run_args``), for one manifest row."""
     parser = _RowParser(prog="row", add_help=False, allow_abbrev=False)
-    _command()._add_run_args(parser)
+    run_options.add_run_args(parser)
     return parser
 
 
@@ -360,13 +355,12 @@ def plan_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike | None = 
     Raises ValueError when the manifest itself cannot be used (missing, wrong kind, unknown CSV
     column); a bad row goes into ``plan.bad`` with one sentence.
     """
-    command = _command()
     manifest = Path(os.path.abspath(manifest))
     out_dir = Path(os.path.abspath(out_dir if out_dir is not None else manifest.parent))
     results = Path(os.path.abspath(results_path)) if results_path else out_dir / RESULTS_NAME
     parser = row_parser()
     options = row_options(parser)
-    path_inputs = set(command.INPUT_FLAGS) | set(FOLDER_OPTIONS)
+    path_inputs = set(run_options.INPUT_FLAGS) | set(FOLDER_OPTIONS)
     cwd = Path.cwd()
     base = _resolve_paths(defaults or {}, path_inputs, cwd, cwd)
     unknown = sorted(set(base) - set(options))
@@ -400,7 +394,7 @@ def plan_batch(manifest: str | os.PathLike, out_dir: str | os.PathLike | None = 
             plan.done.append(job)
             continue
         try:
-            command.check_run_args(args)
+            run_options.check_run_args(args)
         except ValueError as err:
             job.error = str(err)
             job.args = None
@@ -556,7 +550,7 @@ def render_job(job: Job, check_stop: Callable[[], None] = lambda: None, faces: F
     """
     start = time.perf_counter()
     try:
-        video = _command().run_video(job.args, check_stop, faces)
+        video = run_options.run_video(job.args, check_stop, faces)
     except (ValueError, RuntimeError, OSError) as err:   # the errors `run` reports as a sentence
         logger.debug("line %d failed", job.line, exc_info=True)
         return RowResult(job.line, job.out, "error", str(err), time.perf_counter() - start)
