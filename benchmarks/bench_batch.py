@@ -42,7 +42,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -51,20 +50,10 @@ import wave
 from pathlib import Path
 
 import numpy as np
+from benchmarks.machine import cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 MEDIA = REPO / "tests" / "data" / "media"
-
-
-def cpu_name() -> str:
-    """The CPU's model name as ``lscpu | grep "Model name"`` shows it (from /proc/cpuinfo)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def speech_clip(path: Path, seconds: float) -> Path:

@@ -18,7 +18,6 @@ are noisy: ``--repeats`` keeps the best run.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -27,23 +26,13 @@ import numpy as np
 import torch
 
 from sadtalker_models.face.seamless_clone import SeamlessCloner
+from benchmarks.machine import cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 PICTURE = REPO / "tests" / "data" / "media" / "full_body_1.png"
 
 #: (width, height) of the picture and (width, height) of the face box at each size.
 SIZES = {"1080p": ((1920, 1080), (600, 700)), "4k": ((3840, 2160), (1200, 1400))}
-
-
-def cpu_name() -> str:
-    """The CPU's model name as lscpu prints it (from /proc/cpuinfo), else platform's guess."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def device_name(device: str) -> str:

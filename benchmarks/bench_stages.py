@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from sadtalker_models import pipeline
 from sadtalker_models.frames import pad_to_even
 from sadtalker_models.precision import cpu_runs_natively
 from sadtalker_models.video import Mp4Writer, load_audio, read_image
+from benchmarks.machine import cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 MEDIA = REPO / "tests" / "data" / "media"
@@ -47,15 +47,7 @@ def device_name(device: torch.device) -> str:
     """The CPU model and the ISA torch uses, or the GPU's name."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}"
 
 
 def sync(device: torch.device) -> None:

@@ -107,8 +107,10 @@ def parity_models(stand_in_weights) -> Callable[[int], LoadedModels]:
 
 @pytest.fixture(scope="session")
 def recon(parity_models):
-    """ReconNet with the seed-0 stand-in weights, loaded through the real loader."""
-    return parity_models(0).nets.recon
+    """ReconNet with the stand-in weights of the case set in use (the weights_seed of its extract_3dmm case;
+    seed 0 when it has none), loaded through the real loader."""
+    cases = sibling_cases().get("extract_3dmm", [])
+    return parity_models(cases[0].seed if cases else 0).nets.recon
 
 
 @pytest.fixture(scope="session")
