@@ -664,9 +664,9 @@ def case_timeout(args, case: Case) -> float:
 
 
 def find_workflows(pack: Path) -> list[Path]:
-    found = sorted(p for folder in ("workflows", "workflows") for p in (pack / folder).glob("*.json"))
+    found = sorted((pack / "workflows").glob("*.json"))
     if not found:
-        raise SetupError(f"{pack} has no workflows/*.json or workflows/*.json; give --pack a full clone")
+        raise SetupError(f"{pack} has no workflows/*.json; give --pack a full clone")
     return found
 
 
