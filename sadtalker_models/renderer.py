@@ -154,23 +154,42 @@ class FaceRenderer:
         """Compute dtype of the generator (float32, bfloat16 or float16)."""
         return self.generator.fourth.weight.dtype
 
-    def optimize(self, fuse: bool = True, compile: bool = False) -> FaceRenderer:
+    def optimize(self, fuse: bool = True, compile: bool | str = False,
+                 channels_last: bool | None = None) -> FaceRenderer:
         """Speed-ups that keep float32 output within the parity tolerance; returns `self`.
 
-        * `fuse`: run the SPADE decoder with merged convolutions (`fuse_for_inference()` of the
-          generator): the `mlp_shared` convs of a block as one conv, evaluated at the segmap's
-          resolution on up-sampled blocks; the `1 + gamma` folded into the bias and the
-          modulation done in place; one instance norm shared by `norm_0` and `norm_s`. Nothing
-          is copied and the state dicts are unchanged. The networks are shared objects: this switches them for
-          every renderer that uses them.
-        * `compile`: wrap the SPADE decoder in `torch.compile`; if compiling fails (no compiler,
-          unsupported backend) the first call logs a warning and the eager decoder is used.
+        * `fuse`: run the SPADE decoder on its merged path (`fuse_for_inference()` of the
+          generator; see `networks/spade_generator.py`): the SPADE hidden maps of up-sampled blocks
+          computed at the segmap's resolution, the up-sampled block inputs never built, the
+          `1 + gamma` folded into the bias and the modulation done in place, float32 normalisation
+          statistics from the batch-norm kernel, `conv_0`'s spectral division and bias folded into
+          the following normalisation. Nothing is copied and the state dicts are unchanged.
+        * `channels_last`: lay out the per-frame networks' weights and activations channels-last
+          (`use_channels_last()` of the generator); `None` = on a CPU (where oneDNN runs
+          channels-last convolutions natively: several times faster in bf16), not on other
+          devices.
+        * `compile`: wrap the SPADE decoder in `torch.compile` (a string is its `mode`, e.g.
+          `"reduce-overhead"` for CUDA graphs); each batch shape compiles on its first call. If
+          compiling fails (no compiler, unsupported backend) that call logs a warning and the
+          eager decoder is used. On a CPU it is not worth it: the eager path above is within a
+          few percent of inductor's code (with or without weight freezing) after 20-40 s of
+          compiling per batch shape (benchmarks/bench_render.py `--compile`).
+
+        The networks are shared objects: this switches them for every renderer that uses them.
         """
         if fuse:
             self.generator.fuse_for_inference()
         else:
             self.generator.unfuse()
-        self._compiled_decoder = _CompiledOrEager(self.generator.decoder) if compile else None
+        if channels_last is None:
+            channels_last = self.device.type == "cpu"
+        if channels_last != self.generator.channels_last:
+            self.generator.use_channels_last(channels_last)
+        if compile:
+            mode = compile if isinstance(compile, str) else None
+            self._compiled_decoder = _CompiledOrEager(self.generator.decoder, mode)
+        else:
+            self._compiled_decoder = None
         return self
 
     # ------------------------------------------------------------------ stages
@@ -223,7 +242,8 @@ class FaceRenderer:
         with torch.inference_mode():
             kp = kp_driving.to(self.device, torch.float32)
             decoder = self._compiled_decoder if self._compiled_decoder is not None else self.generator.decoder
-            return decoder(self.generator.decode_features(state.generator, kp)).float()
+            frames = decoder(self.generator.decode_features(state.generator, kp))
+            return frames.to(torch.float32, memory_format=torch.contiguous_format)
 
     def iter_frames(self, state: SourceState, inputs: RenderInputsLike | torch.Tensor, batch_size: int = 2,
                     progress: ProgressCallback | None = None,
@@ -300,14 +320,14 @@ def _unpack_inputs(inputs: RenderInputsLike | torch.Tensor) -> tuple[torch.Tenso
 
 
 class _CompiledOrEager(nn.Module):
-    """`torch.compile(module)`, falling back to the eager module (once, with a warning) on failure."""
+    """`torch.compile(module, mode=mode)`, falling back to the eager module (once, with a warning) on failure."""
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, mode: str | None = None) -> None:
         super().__init__()
         self.eager = module
         self._compiled: Callable[..., torch.Tensor] | None
         try:
-            self._compiled = torch.compile(module, dynamic=False)
+            self._compiled = torch.compile(module, dynamic=False, mode=mode)
         except Exception as exc:  # noqa: BLE001 - any backend problem means "use eager"
             logger.warning("torch.compile is unavailable (%s); rendering without it", exc)
             self._compiled = None

@@ -1,5 +1,6 @@
 """FaceRenderer behaviour: batch-size invariance, progress and cancellation, devices and dtypes,
-fusion (same frames, unchanged state dict), and agreement with the networks' own forward passes.
+fusion and channels-last layout (same frames, unchanged state dict), the merged path's building
+blocks, and agreement with the networks' own forward passes.
 
 Runs at S = 128 with a few frames on the seed-0 stand-in weights (loaded through the real
 loader). The networks are copied so that fusing them never touches the session's shared models.
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from sadtalker_models.render_data import RenderInputs
-from sadtalker_models.networks.spade_generator import upsampled_conv3x3
+from sadtalker_models.networks.render_blocks import avg_pool_hw
+from sadtalker_models.networks.spade_generator import channel_stats, modulate_, relu_, upsampled_conv3x3
 from sadtalker_models.precision import cpu_runs_natively
 from sadtalker_models.renderer import FaceRenderer, rotation_matrix, transform_keypoints
 
@@ -218,3 +220,114 @@ def test_camera_override_replaces_predicted_angles():
     rot = rotation_matrix(torch.tensor([90.0]), torch.tensor([0.0]), torch.tensor([0.0]))
     angle = torch.tensor(90.0 / 180 * 3.14)
     assert torch.allclose(rot[0, 0, 2], torch.sin(angle))
+
+
+def test_channels_last_matches_nchw(nets, inputs, baseline):
+    """The channels-last layout (the CPU default) gives the NCHW frames; switching keeps the state dict."""
+    kp, gen, mapping = nets
+    image, inp = inputs
+    _, want, _ = baseline
+    gen = copy.deepcopy(gen)
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    for channels_last in (True, False):
+        renderer = FaceRenderer(kp, gen, mapping).optimize(channels_last=channels_last)
+        assert gen.channels_last == channels_last
+        assert gen.dense_motion_network.channels_last == channels_last
+        state = renderer.encode_source(image, inp.source_semantics)
+        first = RenderInputs(source_semantics=inp.source_semantics, target_semantics=inp.target_semantics[:2],
+                             yaw=inp.yaw[:2])
+        got = all_frames(renderer, state, first, batch_size=2)
+        assert got.is_contiguous()
+        assert (got - want[:2]).abs().max().item() <= 1e-4, channels_last
+    after = gen.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channel_stats_match_var_mean(dtype, channels_last):
+    g = torch.Generator().manual_seed(3)
+    x = (3 * torch.randn(3, 5, 6, 7, generator=g) + 2).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    mean, var = channel_stats(x)
+    want_var, want_mean = torch.var_mean(x.double(), dim=(2, 3), correction=0)
+    assert mean.dtype == var.dtype == torch.float32 and mean.shape == (3, 5)
+    assert torch.allclose(mean.double(), want_mean, atol=1e-5)
+    assert torch.allclose(var.double(), want_var, rtol=1e-5)
+
+
+@pytest.mark.parametrize("factor", [1, 2, 4])
+def test_modulate_broadcasts_the_upsampling(factor):
+    g = torch.Generator().manual_seed(factor)
+    x_hat = torch.randn(2, 6, 3, 4, generator=g)
+    gamma1 = torch.randn(2, 12, 3 * factor, 4 * factor, generator=g).contiguous(memory_format=torch.channels_last)
+    beta = torch.randn(2, 12, 3 * factor, 4 * factor, generator=g).contiguous(memory_format=torch.channels_last)
+    x_up = torch.nn.functional.interpolate(x_hat, scale_factor=float(factor), mode="nearest")
+    # channel slices of channels-last tensors, as the merged path may pass them
+    want = beta[:, 6:] + x_up * gamma1[:, :6]
+    got = modulate_(beta[:, 6:], x_hat.contiguous(memory_format=torch.channels_last), gamma1[:, :6], factor)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert got.data_ptr() == beta[:, 6:].data_ptr()  # in place
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_relu_is_bit_identical(dtype):
+    x = torch.tensor([-3.0, -0.0, 0.0, 1e-30, -1e-30, 2.5, float("inf"), float("-inf")]).to(dtype)
+    x = torch.cat([x, torch.randn(1000).to(dtype)])
+    assert torch.equal(relu_(x.clone()), torch.relu(x))
+
+
+def test_upsampled_conv_keeps_channels_last():
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 8, 5, 6, generator=g)
+    weight, bias = torch.randn(4, 8, 3, 3, generator=g), torch.randn(4, generator=g)
+    want = upsampled_conv3x3(x, weight, bias, (20, 24), relu=True)
+    got = upsampled_conv3x3(x.contiguous(memory_format=torch.channels_last),
+                            weight.contiguous(memory_format=torch.channels_last), bias, (20, 24), relu=True)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_avg_pool_and_occlusion_in_channels_last_3d(nets):
+    _, gen, _ = nets
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(1, 6, 4, 8, 10, generator=g)
+    x3 = x.contiguous(memory_format=torch.channels_last_3d)
+    pooled = avg_pool_hw(x3)
+    assert pooled.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.allclose(pooled, torch.nn.functional.avg_pool3d(x, (1, 2, 2)), atol=1e-6)
+    dense = gen.dense_motion_network
+    prediction = torch.randn(1, 112, 16, 8, 8, generator=g)
+    with torch.inference_mode():
+        want = dense.occlusion_logits(prediction)
+        got = dense.occlusion_logits(prediction.contiguous(memory_format=torch.channels_last_3d))
+    assert want.shape == got.shape == (1, 1, 8, 8)
+    assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_up_block_merged_path_matches_reference_on_upsampled_input(nets):
+    """`forward_upsampled(x, seg, 2)` equals the reference block on the 2x nearest-up-sampled x."""
+    _, gen, _ = nets
+    block = copy.deepcopy(gen.decoder.up_0)
+    g = torch.Generator().manual_seed(8)
+    seg = torch.randn(2, 256, 4, 4, generator=g)
+    x = torch.randn(2, 512, 4, 4, generator=g)
+    with torch.inference_mode():
+        block.unfuse()
+        want = block(torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"), seg)
+        got = block.forward_upsampled(x, seg, 2)
+    assert (got - want).abs().max().item() <= 1e-4 * max(1.0, want.abs().max().item())
+
+
+def test_spectral_sigma_follows_the_weight(nets):
+    _, gen, _ = nets
+    conv = copy.deepcopy(gen.decoder.G_middle_0.conv_0)
+    first = conv.sigma()
+    assert conv.sigma() is first  # kept while nothing changes
+    state = {k: v.clone() for k, v in conv.state_dict().items()}
+    state["weight_orig"] *= 2
+    conv.load_state_dict(state)  # an in-place write
+    assert torch.allclose(conv.sigma(), 2 * first)
+    conv.to(torch.bfloat16)
+    assert torch.allclose(conv.sigma(), 2 * first, rtol=1e-2)

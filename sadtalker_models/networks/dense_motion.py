@@ -158,6 +158,41 @@ class DenseMotionNetwork(nn.Module):
         self.norm = nn.BatchNorm3d(_COMPRESS, affine=True)
         self.occlusion = nn.Conv2d(out_filters * 16, 1, kernel_size=7, padding=3)
 
+    @property
+    def channels_last(self) -> bool:
+        """Whether the hourglass and the mask convolution hold `channels_last_3d` weights."""
+        w = self.mask.weight
+        return not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last_3d)
+
+    def use_channels_last(self, enabled: bool = True) -> None:
+        """Lay out the hourglass and mask weights `channels_last_3d` (NDHWC), or back to NCDHW.
+
+        The per-frame hourglass input follows them, and the occlusion convolution reads the
+        channels-last prediction as a 3D convolution (see `occlusion_logits`).
+        """
+        fmt = torch.channels_last_3d if enabled else torch.contiguous_format
+        self.hourglass.to(memory_format=fmt)
+        self.mask.to(memory_format=fmt)
+
+    def occlusion_logits(self, prediction: torch.Tensor) -> torch.Tensor:
+        """The occlusion convolution over the hourglass output's (channel, depth) planes.
+
+        Args:
+            prediction: `(1, 112, D, H, W)`, contiguous or `channels_last_3d`.
+        Returns:
+            `(1, 1, H, W)` logits. The reference reshapes the prediction to `(1, 112*D, H, W)`
+            (channel index `c*D + d`) for a 7x7 2D convolution; on a channels-last prediction the
+            same sum is a 3D convolution with a `(D, 7, 7)` kernel and no depth padding, which
+            needs no reshaping copy.
+        """
+        n, c, d, h, w = prediction.shape
+        conv = self.occlusion
+        if prediction.is_contiguous():
+            return conv(prediction.reshape(n, c * d, h, w))
+        weight = conv.weight.reshape(1, c, d, *conv.weight.shape[2:])
+        pad = conv.weight.shape[-1] // 2
+        return F.conv3d(prediction, weight, conv.bias, padding=(0, pad, pad)).view(n, 1, h, w)
+
     def compress_volume(self, feature: torch.Tensor) -> torch.Tensor:
         """`ReLU(BN(conv1x1x1(V)))`: `(N, 32, D, H, W) -> (N, 4, D, H, W)` in the module dtype."""
         return F.relu(batch_norm_eval(self.compress(feature), self.norm))
@@ -218,20 +253,39 @@ class DenseMotionNetwork(nn.Module):
         heat = torch.cat([heat.new_zeros(n, 1, d, h, w), heat], dim=1).unsqueeze(2)
 
         dtype = self.mask.weight.dtype
-        hourglass_in = torch.cat([heat, deformed], dim=2).view(n, -1, d, h, w).to(dtype)
+        layout = torch.channels_last_3d if self.channels_last else torch.contiguous_format
+        hourglass_in = torch.cat([heat, deformed], dim=2).view(n, -1, d, h, w).to(dtype, memory_format=layout)
         # One frame at a time: the small 3D convolutions of the hourglass pick batch-size
         # dependent kernels, and frames must not depend on how they are batched.
         mask_logits, occlusion = [], []
         for i in range(n):
             prediction = self.hourglass(hourglass_in[i:i + 1])
-            mask_logits.append(self.mask(prediction).float())
-            occlusion.append(torch.sigmoid(self.occlusion(prediction.reshape(1, -1, h, w))))
+            mask_logits.append(self.mask(prediction).to(torch.float32, memory_format=torch.contiguous_format))
+            occlusion.append(torch.sigmoid(self.occlusion_logits(prediction)))
+            del prediction
         mask = F.softmax(torch.cat(mask_logits), dim=1)
         mask = torch.where(mask < _MASK_THRESHOLD, torch.zeros_like(mask), mask)
-        identity = source.grid.expand(n, 1, d, h, w, 3)
-        all_motions = torch.cat([identity, motions], dim=1)  # (N, 16, D, H, W, 3)
-        deformation = (all_motions * mask.unsqueeze(-1)).sum(dim=1)
-        return DenseMotion(deformation=deformation, occlusion_map=torch.cat(occlusion), mask=mask)
+        return DenseMotion(deformation=self.deformation(source, kp_driving, mask),
+                           occlusion_map=torch.cat(occlusion), mask=mask)
+
+    @staticmethod
+    def deformation(source: DenseMotionSource, kp_driving: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`sum_k mask_k * motion_k` over the identity motion and the 15 sparse motions: `(N, D, H, W, 3)`.
+
+        Every motion is the grid plus a per-keypoint offset (zero for the identity, `kp_source[k] -
+        kp_driving[k]` for the others), so the sum is `grid * sum_k mask_k + sum_k mask_k * offset_k`:
+        a `(D*H*W, 15) @ (15, 3)` product per frame instead of the `(N, 16, D, H, W, 3)` motions.
+
+        Args:
+            source: its grid `(D, H, W, 3)` and `kp_source` `(Ns, 15, 3)`.
+            kp_driving: `(N, 15, 3)`; mask: `(N, 16, D, H, W)` float32.
+        """
+        n, k1, d, h, w = mask.shape
+        ns = source.kp_source.shape[0]
+        kp_src = source.kp_source.repeat_interleave(n // ns, dim=0) if ns != n else source.kp_source
+        offsets = kp_src - kp_driving  # (N, 15, 3)
+        weighted = torch.bmm(mask[:, 1:].reshape(n, k1 - 1, -1).transpose(1, 2), offsets)  # (N, DHW, 3)
+        return torch.addcmul(weighted.view(n, d, h, w, 3), source.grid, mask.sum(dim=1).unsqueeze(-1))
 
     def forward(self, feature: torch.Tensor, kp_driving: torch.Tensor,
                 kp_source: torch.Tensor) -> DenseMotion:

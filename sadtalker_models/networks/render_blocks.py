@@ -24,8 +24,10 @@ __all__ = [
     "SameBlock2d",
     "UpBlock3d",
     "DownBlock3d",
+    "avg_pool_hw",
     "ResBlock3d",
     "SpectralNormConv2d",
+    "compiling",
 ]
 
 
@@ -112,10 +114,22 @@ class DownBlock3d(ConvNorm):
         self.norm = nn.BatchNorm3d(out_features, affine=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.conv_norm(x))
-        n, c, d, h, w = out.shape
-        # a (1, 2, 2) 3D pool is a 2x2 pool of the depth slices (and this one has bf16 CPU kernels)
-        return F.avg_pool2d(out.reshape(n, c * d, h, w), kernel_size=(2, 2)).view(n, c, d, h // 2, w // 2)
+        return avg_pool_hw(F.relu(self.conv_norm(x)))
+
+
+def avg_pool_hw(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pool of every depth slice: `(N, C, D, H, W) -> (N, C, D, H/2, W/2)`, layout kept.
+
+    A (1, 2, 2) 3D pool is a 2D pool of the depth slices (and the 2D pool has bf16 CPU kernels,
+    `avg_pool3d` has none): of the `(N*C*D, H, W)` planes for a contiguous volume, of the
+    `(N*D, C, H, W)` channels-last images for a `channels_last_3d` one (both views, no copy).
+    """
+    n, c, d, h, w = x.shape
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last_3d):
+        return F.avg_pool2d(x.reshape(n, c * d, h, w), kernel_size=(2, 2)).view(n, c, d, h // 2, w // 2)
+    slices = x.permute(0, 2, 1, 3, 4).reshape(n * d, c, h, w)  # channels-last images, a view
+    pooled = F.avg_pool2d(slices, kernel_size=(2, 2))
+    return pooled.view(n, d, c, h // 2, w // 2).permute(0, 2, 1, 3, 4)
 
 
 class ResBlock3d(nn.Module):
@@ -132,6 +146,19 @@ class ResBlock3d(nn.Module):
         out = self.conv1(F.relu(batch_norm_eval(x, self.norm1)))
         out = self.conv2(F.relu(batch_norm_eval(out, self.norm2)))
         return out + x
+
+
+def compiling() -> bool:
+    """Whether torch.compile is tracing the caller."""
+    check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(check()) if check is not None else False
+
+
+def _spectral_sigma(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """`u . (reshape(weight, (O, -1)) @ v)` in float32 (float64 for float64 tensors): a 0-dim tensor."""
+    dtype = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    w2d = weight.reshape(weight.shape[0], -1).to(dtype)
+    return torch.dot(u.to(dtype), torch.mv(w2d, v.to(dtype)))
 
 
 class SpectralNormConv2d(nn.Module):
@@ -153,6 +180,7 @@ class SpectralNormConv2d(nn.Module):
             self.register_parameter("bias", None)
         self.register_buffer("weight_u", torch.empty(out_channels))
         self.register_buffer("weight_v", torch.empty(in_channels * kernel_size * kernel_size))
+        self._sigma_cache: tuple[tuple, torch.Tensor] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -163,18 +191,36 @@ class SpectralNormConv2d(nn.Module):
             self.weight_u.copy_(u / u.norm())
             self.weight_v.copy_(v / v.norm())
 
-    def conv_weight(self) -> torch.Tensor:
-        """`weight_orig / sigma`, `sigma = u . (reshape(weight_orig, (O, -1)) @ v)`: `(O, I, k, k)` in the module dtype.
+    def sigma(self) -> torch.Tensor:
+        """`sigma = u . (reshape(weight_orig, (O, -1)) @ v)` as a 0-dim float32 tensor (float64 for a
+        float64 module), computed in float32 whatever the module dtype.
 
-        Low-precision modules compute sigma and the division in float32.
+        The value is kept until the weight, `u` or `v` change (another tensor, another dtype or
+        device, or an in-place write such as `load_state_dict`), so a reduced-precision module does
+        not copy its weight to float32 at every call. Under `torch.compile` it is computed inline.
+        """
+        tensors = (self.weight_orig, self.weight_u, self.weight_v)
+        if compiling():
+            return _spectral_sigma(*tensors)
+        try:
+            key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        except RuntimeError:  # an inference-mode tensor has no version counter: nothing is kept
+            return _spectral_sigma(*tensors)
+        cached = self._sigma_cache
+        if cached is None or cached[0] != key:
+            cached = self._sigma_cache = (key, _spectral_sigma(*tensors))
+        return cached[1]
+
+    def conv_weight(self) -> torch.Tensor:
+        """`weight_orig / sigma`: `(O, I, k, k)` in the module dtype and memory format.
+
+        A reduced-precision weight is multiplied by the float32 `1 / sigma` in one pass (the
+        product is formed in float32 and rounded once).
         """
         w = self.weight_orig
         if w.dtype in (torch.float32, torch.float64):
-            sigma = torch.dot(self.weight_u, torch.mv(w.reshape(w.shape[0], -1), self.weight_v))
-            return w / sigma
-        wf = w.float()
-        sigma = torch.dot(self.weight_u.float(), torch.mv(wf.reshape(wf.shape[0], -1), self.weight_v.float()))
-        return (wf / sigma).to(w.dtype)
+            return w / self.sigma()
+        return w * (1.0 / self.sigma())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.conv_weight(), self.bias, padding=self.padding)
