@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .render_blocks import ConvNorm, DownBlock3d, UpBlock3d, batch_norm_eval, make_coordinate_grid
+from .render_blocks import ConvNorm, DownBlock3d, UpBlock3d, batch_norm_eval, make_coordinate_grid, set_channels_last
 
 __all__ = ["DenseMotionNetwork", "DenseMotionSource", "DenseMotion", "sample_volume"]
 
@@ -165,14 +165,12 @@ class DenseMotionNetwork(nn.Module):
         return not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last_3d)
 
     def use_channels_last(self, enabled: bool = True) -> None:
-        """Lay out the hourglass and mask weights `channels_last_3d` (NDHWC), or back to NCDHW.
+        """Lay out the weights channels-last (NDHWC; NHWC for the occlusion conv), or back.
 
         The per-frame hourglass input follows them, and the occlusion convolution reads the
         channels-last prediction as a 3D convolution (see `occlusion_logits`).
         """
-        fmt = torch.channels_last_3d if enabled else torch.contiguous_format
-        self.hourglass.to(memory_format=fmt)
-        self.mask.to(memory_format=fmt)
+        set_channels_last(self, enabled)
 
     def occlusion_logits(self, prediction: torch.Tensor) -> torch.Tensor:
         """The occlusion convolution over the hourglass output's (channel, depth) planes.
@@ -204,7 +202,8 @@ class DenseMotionNetwork(nn.Module):
             feature: `(Ns, 32, D, H, W)` appearance volume V.
             kp_source: `(Ns, 15, 3)` source keypoints.
         """
-        compressed = self.compress_volume(feature.to(self.compress.weight.dtype)).float()
+        compressed = self.compress_volume(feature.to(self.compress.weight.dtype))
+        compressed = compressed.to(torch.float32, memory_format=torch.contiguous_format)
         _, _, d, h, w = compressed.shape
         grid = make_coordinate_grid(d, h, w, device=compressed.device)
         kp_source = kp_source.float()

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .render_blocks import DownBlock2d, UpBlock3d, make_coordinate_grid
+from .render_blocks import DownBlock2d, UpBlock3d, make_coordinate_grid, set_channels_last
 
 __all__ = ["KPDetector", "AntiAliasDownsample", "KPHourglass"]
 
@@ -76,6 +76,8 @@ class KPHourglass(nn.Module):
         out = self.conv(self.down_blocks(x))
         n, c, h, w = out.shape
         out = out.view(n, c // _RESHAPE_DEPTH, _RESHAPE_DEPTH, h, w)  # channel index c*16 + d
+        if not out.is_contiguous():  # channels-last weights: continue in NDHWC
+            out = out.contiguous(memory_format=torch.channels_last_3d)
         return self.up_blocks(out)
 
 
@@ -92,6 +94,17 @@ class KPDetector(nn.Module):
         self.predictor = KPHourglass()
         self.kp = nn.Conv3d(_BLOCK_EXPANSION, _NUM_KP, kernel_size=3, padding=1)
         self.down = AntiAliasDownsample(3, _SCALE)
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the weights are laid out channels-last (see `use_channels_last`)."""
+        w = self.kp.weight
+        return not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last_3d)
+
+    def use_channels_last(self, enabled: bool = True) -> None:
+        """Lay out the weights channels-last (NHWC / NDHWC) or back; the activations follow, and
+        oneDNN runs the convolutions in its native layout. The state dict's contents do not change."""
+        set_channels_last(self, enabled)
 
     def heatmap_logits(self, image: torch.Tensor) -> torch.Tensor:
         """Keypoint logits `(N, 15, 16, S/4, S/4)` (before the temperature softmax)."""

@@ -19,6 +19,7 @@ from torch import nn
 __all__ = [
     "make_coordinate_grid",
     "batch_norm_eval",
+    "set_channels_last",
     "ConvNorm",
     "DownBlock2d",
     "SameBlock2d",
@@ -46,6 +47,25 @@ def make_coordinate_grid(depth: int, height: int, width: int, dtype: torch.dtype
     y = axis(height).view(1, -1, 1).expand(depth, height, width)
     x = axis(width).view(1, 1, -1).expand(depth, height, width)
     return torch.stack([x, y, z], dim=-1)
+
+
+def set_channels_last(module: nn.Module, enabled: bool = True) -> None:
+    """Lay out every 4-D parameter and buffer of `module` channels-last and every 5-D one
+    channels-last-3d (NHWC / NDHWC), or back to contiguous NCHW / NCDHW.
+
+    Values, names and the state dict's contents do not change; a convolution whose weight is
+    channels-last returns a channels-last result, so the activations follow.
+    """
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d} if enabled else \
+        {4: torch.contiguous_format, 5: torch.contiguous_format}
+    with torch.no_grad():
+        for sub in module.modules():
+            for param in sub.parameters(recurse=False):
+                if param.dim() in formats:
+                    param.data = param.data.contiguous(memory_format=formats[param.dim()])
+            for name, buffer in list(sub.named_buffers(recurse=False)):
+                if buffer.dim() in formats:
+                    setattr(sub, name, buffer.contiguous(memory_format=formats[buffer.dim()]))
 
 
 def batch_norm_eval(x: torch.Tensor, norm: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:

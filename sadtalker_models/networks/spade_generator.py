@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dense_motion import DenseMotionNetwork, DenseMotionSource, sample_volume
-from .render_blocks import DownBlock2d, ResBlock3d, SameBlock2d, SpectralNormConv2d, compiling
+from .render_blocks import DownBlock2d, ResBlock3d, SameBlock2d, SpectralNormConv2d, compiling, set_channels_last
 
 __all__ = ["OcclusionAwareSPADEGenerator", "SPADEDecoder", "SPADEResnetBlock", "SPADE", "GeneratorSource",
            "upsampled_conv3x3", "modulate_", "relu_", "instance_norm_affine", "channel_stats", "is_channels_last"]
@@ -393,19 +393,15 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         return is_channels_last(self.third.conv.weight)
 
     def use_channels_last(self, enabled: bool = True) -> None:
-        """Lay out the weights of the per-frame networks channels-last, or back to NCHW.
+        """Lay out every weight channels-last (NHWC, NDHWC for the 3D convolutions), or back to NCHW.
 
-        The per-frame networks are `third`, `fourth`, the SPADE decoder (NHWC) and the dense
-        motion hourglass and mask convolution (NDHWC); their activations follow (`decode_features`
-        hands the decoder a channels-last map). oneDNN then runs the convolutions in its native
-        layout instead of reordering every input and output (on CPUs with AMX/AVX-512, bf16
-        convolutions get several times faster). Values, names and the state dict's contents do
-        not change, nor do the source encoders (run once per clip).
+        The activations follow: the source encoder, the dense motion hourglass and the SPADE
+        decoder then run channels-last end to end (`decode_features` hands the decoder a
+        channels-last map), and oneDNN runs the convolutions in its native layout instead of
+        reordering every input and output (on CPUs with AMX/AVX-512 bf16 convolutions get several
+        times faster). Values, names and the state dict's contents do not change.
         """
-        fmt = torch.channels_last if enabled else torch.contiguous_format
-        for module in (self.third, self.fourth, self.decoder):
-            module.to(memory_format=fmt)
-        self.dense_motion_network.use_channels_last(enabled)
+        set_channels_last(self, enabled)
 
     def encode_appearance(self, image: torch.Tensor) -> torch.Tensor:
         """Appearance volume V: `(N, 3, S, S)` -> `(N, 32, 16, S/4, S/4)` in the module dtype (§13.1)."""
@@ -415,6 +411,8 @@ class OcclusionAwareSPADEGenerator(nn.Module):
         out = self.second(out)
         n, c, h, w = out.shape
         out = out.view(n, c // _RESHAPE_DEPTH, _RESHAPE_DEPTH, h, w)
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last_3d)
         return self.resblocks_3d(out)
 
     def encode_source(self, image: torch.Tensor, kp_source: torch.Tensor) -> GeneratorSource:
@@ -424,7 +422,7 @@ class OcclusionAwareSPADEGenerator(nn.Module):
             image: `(Ns, 3, S, S)` source image(s) in 0..1.
             kp_source: `(Ns, 15, 3)` source keypoints.
         """
-        feature = self.encode_appearance(image)
+        feature = self.encode_appearance(image).contiguous()
         motion = self.dense_motion_network.prepare_source(feature, kp_source)
         return GeneratorSource(feature=feature, feature_f32=feature.float(), motion=motion)
 
