@@ -3,10 +3,17 @@
 * parity of every public case (``tests/data/cases``) with the networks on the device at fp32, to
   the test suite's tolerances (``tests/_parity_coeff.py``, ``tests/_parity_render.py``); the numpy
   stages (mel features, crop geometry) are device-independent and are checked on the CPU;
-* fp16 (and bf16) frames against fp32 frames of the first 256 px render case;
-* renderer speed: s/frame and fps at 256 and 512 px, batch 1/4/16, fp32 and fp16;
+* fp16 (and bf16) frames against fp32 frames of the first 256 px render case, in 0..1 units and in
+  uint8 levels;
+* renderer speed: s/frame and fps at 256 and 512 px, batch 1/4/16, fp32 and fp16, with model load
+  time (``--precisions``);
+* renderer variants at 256 px (``--variant-precisions`` fp32/fp16/bf16, ``--layouts`` NCHW and
+  channels-last): frames against fp32 in uint8 levels and fps at batch 1/4/16, then, for fp16 at
+  batch 16 in the faster layout, ``torch.compile`` of the decoder (``--compile-modes``: ``default``,
+  ``reduce-overhead`` = CUDA graphs through inductor) and the whole per-batch render captured as
+  one CUDA graph (``cudagraph``), with their compile/capture times;
 * peak device memory streaming 250 vs 2500 frames through ``render_video.render_to_mp4`` (the
-  path of the CLI and of the Render to Video node), with its end-to-end fps;
+  path of the CLI and of the Render to Video node), with its end-to-end fps and the growth;
 * model load time.
 
 Stand-in weights (deterministic, ``sadtalker_models/stand_in_weights.py``) are written to
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import math
 import sys
 import tempfile
 import time
@@ -211,9 +219,17 @@ def reduced_precision_rows(device: torch.device, weights_root: Path, cases: Path
     for name in low:
         _, _, frames = render_case_frames(t, nets, mapping, device, DTYPES[name])
         err = (frames.float() - ref).abs()
+        mean_l, max_l = uint8_levels(frames.float(), ref)
         rows.append(Row(f"{name} vs fp32", path.stem,
-                        f"max {err.max().item():.3g}, mean {err.mean().item():.3g} (0..1 frames)", None))
+                        f"max {err.max().item():.3g}, mean {err.mean().item():.3g} (0..1 frames); "
+                        f"uint8 levels mean {mean_l:.2f}, max {max_l:.0f}", None))
     return rows
+
+
+def uint8_levels(frames: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
+    """Mean and max absolute difference of two 0..1 frame sets in uint8 levels (x * 255, rounded)."""
+    diff = ((frames.float() * 255).round() - (reference.float() * 255).round()).abs()
+    return diff.mean().item(), diff.max().item()
 
 
 # ----------------------------------------------------------------------------- speed and memory
@@ -259,6 +275,126 @@ def speed_rows(device: torch.device, weights_root: Path, sizes: list[int], batch
     return rows
 
 
+def _graphed_render(renderer, state, batch: int, device: torch.device):
+    """The whole per-batch render (dense motion, warp, decoder) captured as one CUDA graph.
+
+    Returns `render(kp_driving (batch, 15, 3)) -> frames` (the graph's static output: copy it before
+    the next call) and the capture time in seconds.
+    """
+    static_kp = torch.zeros(batch, 15, 3, device=device)
+    start = time.perf_counter()
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(2):  # warm-up outside the capture (kernel selection, cached sigmas)
+            renderer.render_keypoints(state, static_kp)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = renderer.render_keypoints(state, static_kp)
+    sync(device)
+
+    def render(kp: torch.Tensor) -> torch.Tensor:
+        static_kp.copy_(kp)
+        graph.replay()
+        return static_out
+
+    return render, time.perf_counter() - start
+
+
+def _time_batches(render, kp_driving: torch.Tensor, batch: int, device: torch.device) -> float:
+    """Seconds per frame of `render(kp_batch)` over every full batch of `kp_driving` (synchronised once)."""
+    n = kp_driving.shape[0] // batch * batch
+    render(kp_driving[:batch])  # warm-up at this shape
+    sync(device)
+    start = time.perf_counter()
+    for i in range(0, n, batch):
+        render(kp_driving[i:i + batch])
+    sync(device)
+    return (time.perf_counter() - start) / n
+
+
+def variant_rows(device: torch.device, weights_root: Path, precisions: list[str], layouts: list[str],
+                 batches: list[int], frames: int, compile_modes: list[str], compile_batch: int,
+                 size: int = 256) -> list[Row]:
+    """Renderer variants at `size`: precision x layout x batch (eager), then compiled / graphed fp16.
+
+    Times `FaceRenderer.render_keypoints` per batch (dense motion, warp, decoder; the frames stay on
+    the device), so the variants compare the renderer itself; frames are compared with the fp32
+    NCHW ones (uint8 levels).
+    """
+    from sadtalker_models import pipeline
+
+    folder = weights_for(weights_root, 0, tuple(sorted({size, 256})))
+    g = torch.Generator().manual_seed(2)
+    source = torch.rand(1, 3, size, size, generator=g)
+    semantics = torch.randn(1, 70, 27, generator=g) * 0.1
+    target = torch.randn(max(frames, max(batches + [compile_batch])) + 1, 70, 27, generator=g) * 0.1
+    rows: list[Row] = []
+    reference: torch.Tensor | None = None
+    fastest: dict[str, tuple[float, str]] = {}   # precision -> (s/frame at the compile batch, layout)
+    for precision in precisions:
+        models = pipeline.load_models(folder / CHECKPOINT.format(size=size), device=device, precision=precision,
+                                      mapping_dir=folder, cache=None)
+        if models.dtype != DTYPES[precision]:
+            rows.append(Row("variants", f"{size} px {precision}", f"not run: {precision} fell back to {models.dtype}",
+                            None))
+            continue
+        renderer = models.renderer("crop")
+        for layout in layouts:
+            renderer.optimize(fuse=True, channels_last=layout == "cl")
+            with torch.inference_mode():
+                state = renderer.encode_source(source.to(device), semantics.to(device))
+                kp = renderer.driving_keypoints(state, target.to(device))
+                frames_out = torch.cat([renderer.render_keypoints(state, kp[i:i + 4]).cpu()
+                                        for i in range(0, min(8, kp.shape[0]), 4)])
+                if reference is None and precision == "fp32":
+                    reference = frames_out
+                err = ""
+                if reference is not None:
+                    mean_l, max_l = uint8_levels(frames_out, reference[:frames_out.shape[0]])
+                    err = f"; vs fp32 nchw: uint8 levels mean {mean_l:.2f}, max {max_l:.0f}"
+                for batch in batches:
+                    per = _time_batches(lambda k: renderer.render_keypoints(state, k), kp, batch, device)
+                    rows.append(Row("variants", f"{size} px {precision} {layout} batch {batch}",
+                                    f"{per:.4f} s/frame, {1 / per:.1f} fps{err if batch == batches[0] else ''}", None))
+                    if batch == compile_batch and per < fastest.get(precision, (math.inf, ""))[0]:
+                        fastest[precision] = (per, layout)
+        if precision == "fp16" and device.type == "cuda" and compile_modes:
+            per_eager, layout = fastest.get(precision, (math.inf, layouts[0]))
+            renderer.optimize(fuse=True, channels_last=layout == "cl")
+            with torch.inference_mode():
+                state = renderer.encode_source(source.to(device), semantics.to(device))
+                kp = renderer.driving_keypoints(state, target.to(device))
+                for mode in compile_modes:
+                    label = f"{size} px fp16 {layout} batch {compile_batch} {mode}"
+                    try:
+                        if mode == "cudagraph":
+                            render, setup = _graphed_render(renderer, state, compile_batch, device)
+                        else:
+                            renderer.optimize(fuse=True, channels_last=layout == "cl",
+                                              compile=True if mode == "default" else mode)
+                            start = time.perf_counter()
+                            renderer.render_keypoints(state, kp[:compile_batch])
+                            sync(device)
+                            setup = time.perf_counter() - start
+
+                            def render(k: torch.Tensor) -> torch.Tensor:
+                                return renderer.render_keypoints(state, k)
+                        per = _time_batches(render, kp, compile_batch, device)
+                        rows.append(Row("variants", label, f"{per:.4f} s/frame, {1 / per:.1f} fps "
+                                        f"({per_eager / per:.2f}x eager; first call {setup:.1f} s)", None))
+                    except Exception as err:  # noqa: BLE001 - one failed variant is a row, not the end
+                        logger.debug("%s", traceback.format_exc())
+                        rows.append(Row("variants", label, f"ERROR {type(err).__name__}: {err}", False))
+                    finally:
+                        renderer.optimize(fuse=True, channels_last=layout == "cl")
+        del models, renderer
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
 def stream_rows(device: torch.device, weights_root: Path, frame_counts: list[int], precision: str,
                 batch_size: int) -> list[Row]:
     """Peak device memory (CUDA) or peak RSS (CPU) streaming N frames into an mp4 with the audio."""
@@ -274,6 +410,7 @@ def stream_rows(device: torch.device, weights_root: Path, frame_counts: list[int
     face = pipeline.prepare_face(models, image, "crop", 256, landmark_backend="dlib")
     g = torch.Generator().manual_seed(1)
     rows = []
+    peaks: list[int | None] = []
     with tempfile.TemporaryDirectory(prefix="device_check_") as work:
         for n in frame_counts:
             coeffs = pipeline.Coefficients(coeffs=torch.randn(n, 70, generator=g) * 0.1,
@@ -290,6 +427,11 @@ def stream_rows(device: torch.device, weights_root: Path, frame_counts: list[int
                 peak = f"peak RSS {_peak_rss_mib():.0f} MiB"
             rows.append(Row("streamed mp4", f"{n} frames, 256 px {precision}, batch {batch_size}",
                             f"{peak}, {result.frames / seconds:.2f} fps end to end", result.frames == n))
+            peaks.append(torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
+    if len(peaks) >= 2 and peaks[0]:
+        growth = peaks[-1] / peaks[0] - 1
+        rows.append(Row("streamed mp4", f"peak VRAM, {frame_counts[-1]} vs {frame_counts[0]} frames",
+                        f"{growth * 100:+.1f} % (flat: within 10 %)", growth <= 0.10))
     return rows
 
 
@@ -331,8 +473,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="precision of the streamed run (default: fp16 on CUDA, fp32 elsewhere)")
     p.add_argument("--stream-batch", type=int, default=16)
     p.add_argument("--compile", action="store_true", help="also torch.compile the SPADE decoder for the speed runs")
+    p.add_argument("--variant-precisions", nargs="+", default=None, choices=tuple(DTYPES),
+                   help="precisions of the renderer-variant rows at 256 px (default: fp32 fp16 bf16 on CUDA; "
+                        "on a CPU they run only when named: benchmarks/bench_render.py times the CPU renderer)")
+    p.add_argument("--layouts", nargs="+", default=["nchw", "cl"], choices=("nchw", "cl"),
+                   help="weight/activation layouts of the renderer-variant rows (cl = channels-last)")
+    p.add_argument("--compile-modes", nargs="*", default=["default", "reduce-overhead", "cudagraph"],
+                   choices=("default", "reduce-overhead", "max-autotune", "cudagraph"),
+                   help="fp16 variants on CUDA: torch.compile modes of the decoder, and 'cudagraph' (the whole "
+                        "per-batch render captured as one CUDA graph); none to skip")
+    p.add_argument("--compile-batch", type=int, default=16, help="batch size of the compiled/graphed rows")
     p.add_argument("--weights", type=Path, default=None, help="stand-in weights folder (default: a temporary one)")
-    p.add_argument("--skip", nargs="*", default=[], choices=("parity", "precision", "speed", "stream"))
+    p.add_argument("--skip", nargs="*", default=[], choices=("parity", "precision", "speed", "variants", "stream"))
     return p
 
 
@@ -345,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True   # fixed batch shapes: let cuDNN pick its fastest kernels
     stream_precision = args.stream_precision or ("fp16" if device.type == "cuda" else "fp32")
+    variant_precisions = args.variant_precisions or (["fp32", "fp16", "bf16"] if device.type == "cuda" else [])
     rows: list[Row] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="device_check_weights_") as tmp:
@@ -353,6 +506,11 @@ def main(argv: list[str] | None = None) -> int:
                  ("precision", lambda: reduced_precision_rows(device, weights_root, args.cases, args.precisions)),
                  ("speed", lambda: speed_rows(device, weights_root, args.sizes, args.batches, args.precisions,
                                               args.frames, args.compile)),
+                 ("variants", lambda: variant_rows(device, weights_root, variant_precisions, args.layouts,
+                                                   args.batches, args.frames, args.compile_modes,
+                                                   args.compile_batch) if variant_precisions else
+                  [Row("variants", "-", "not run on a CPU unless --variant-precisions is given "
+                                        "(benchmarks/bench_render.py times the CPU renderer)", None)]),
                  ("stream", lambda: stream_rows(device, weights_root, args.vram_frames, stream_precision,
                                                 args.stream_batch)))
         for name, step in steps:
