@@ -47,9 +47,16 @@ def sample_volume(volume: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
         `(Ns, G, C, d, h, w)` in the grids' dtype (the volume is cast to it).
     """
     ns, g, d, h, w, _ = grids.shape
-    sampled = F.grid_sample(volume.to(grids.dtype), grids.reshape(ns, g * d, h, w, 3),
+    volume = volume.to(grids.dtype)
+    c = volume.shape[1]
+    if ns == 1:
+        # each grid group as its own batch entry over the same (expanded, not copied) volume: the
+        # CPU kernel parallelises over the batch only, and the result needs no transpose
+        sampled = F.grid_sample(volume.expand(g, -1, -1, -1, -1), grids.reshape(g, d, h, w, 3),
+                                mode="bilinear", padding_mode="zeros", align_corners=False)
+        return sampled.view(1, g, c, d, h, w)
+    sampled = F.grid_sample(volume, grids.reshape(ns, g * d, h, w, 3),
                             mode="bilinear", padding_mode="zeros", align_corners=False)
-    c = sampled.shape[1]
     return sampled.view(ns, c, g, d, h, w).transpose(1, 2)
 
 

@@ -265,18 +265,18 @@ class SPADEResnetBlock(nn.Module):
 
         The up-sampled input is never built: the instance normalisation of a nearest up-sampled map
         is the up-sampled normalisation of the map (each value repeated `factor**2` times), so it is
-        computed at the low resolution and broadcast into the modulation. The SPADE hidden maps of
-        `norm_0` and `norm_s` come from one convolution, at the segmap's resolution
-        (`upsampled_conv3x3`). `conv_0` runs on the stored weight without the spectral division and
-        the bias: `norm_1` removes both (`IN(y / s + b) = sign(s) (y - mean) / sqrt(var + eps s**2)`).
-        Works in NCHW or channels-last (which the result follows).
+        computed at the low resolution, once for `norm_0` and `norm_s`, and broadcast into the
+        modulation, which accumulates in place into beta. Each SPADE hidden map is computed from
+        the segmap at its own resolution (`SPADE.hidden`). `conv_0` runs on the stored weight
+        without the spectral division and the bias: `norm_1` removes both
+        (`IN(y / s + b) = sign(s) (y - mean) / sqrt(var + eps s**2)`). Works in NCHW or
+        channels-last (which the result follows).
 
         Args:
             x: `(N, fin, h, w)`; seg: `(N, 256, hs, ws)`; factor: integer >= 1.
         Returns:
             `(N, fout, factor*h, factor*w)`.
         """
-        fin = x.shape[1]
         size = (x.shape[2] * factor, x.shape[3] * factor)
         scale, shift = instance_norm_affine(x)
         x_hat = torch.addcmul(shift, x, scale)  # (N, fin, h, w)
