@@ -417,7 +417,8 @@ def main() -> None:
         print()
         print(header)
         by_label = {r.label: r for r in results}
-        reference = by_label.get("ours fp32", next((r for r in results if r.label.startswith("ours fp32")), None))
+        reference = by_label.get("ours fp32", next((r for r in results if r.label.startswith("ours fp32")),
+                                                   by_label.get("baseline (original)")))
         base_res = by_label.get("baseline (original)")
         for res in results:
             levels = "-"
@@ -437,8 +438,8 @@ def main() -> None:
             print(f"     {label}: first run of each batch shape (compiling) took {seconds:.1f} s{extra}")
         for res in results:
             res.output = None
-        print("     levels: uint8 levels (frames * 255, rounded) against 'ours fp32'; cpu s/fr: process CPU time "
-              "of the best run; load: 1-minute load average after each run")
+        print(f"     levels: uint8 levels (frames * 255, rounded) against '{reference.label if reference else '-'}'; "
+              "cpu s/fr: process CPU time of the best run; load: 1-minute load average after each run")
         if base_res:
             if cuda:
                 if "ours fp16" in by_label and size == 256:

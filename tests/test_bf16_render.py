@@ -5,9 +5,10 @@ generator in bf16, channels-last, merged SPADE path) and render the first frame 
 camera parity case; the reference is the same renderer in float32. The error is counted in uint8
 levels (frames * 255, rounded), the unit of the video.
 
-Measured with the seed-0 stand-in weights (Xeon, Sapphire Rapids class, torch 2.14): 128 px,
-mean 2.4 levels, max 16 (over all 8 frames of the case); at 256 px (``benchmarks/bench_render.py``)
-mean 2.9, max 19-22. The bounds below leave room for other torch/oneDNN versions.
+Measured with the seed-0 stand-in weights (Xeon, Sapphire Rapids class, AMX; torch 2.14): 128 px,
+mean 2.4 levels, max 16-17 (first frame; 2.4 / 16 over all 8 frames of the case); at 256 px
+(``benchmarks/bench_render.py``, 4 frames) mean 2.9, max 22. The bounds below leave room for other
+torch/oneDNN versions.
 
 On a CPU without native bf16 the renderer falls back to float32 (``test_precision.py``), so there
 is nothing to compare and the test is skipped.
