@@ -389,7 +389,7 @@ def variant_rows(device: torch.device, weights_root: Path, precisions: list[str]
                         rows.append(Row("variants", label, f"ERROR {type(err).__name__}: {err}", False))
                     finally:
                         renderer.optimize(fuse=True, channels_last=layout == "cl")
-        del models, renderer
+        models = renderer = None  # free the networks before the next precision
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return rows
