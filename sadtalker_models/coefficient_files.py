@@ -97,27 +97,21 @@ def _validated(tensors: dict, meta: dict, name: str) -> dict:
     frames = coeffs.shape[0]
     fps = _number(meta, "fps", name, str(FPS))
     _check_range(fps, FPS_RANGE, "fps", name, "frames per second")
-    blink = tensors.get("blink")
-    if blink is not None:
-        if blink.numel() != frames:
-            raise damaged(f"its 'blink' has {blink.numel()} values for {frames} frames")
-        blink = blink.float().reshape(frames)
-        if not bool(torch.isfinite(blink).all()):
-            raise damaged("its 'blink' holds NaN or infinite values")
-    pose = tensors.get("source_pose")
-    if pose is not None:
-        if pose.numel() != 3:
-            raise damaged(f"its 'source_pose' has {pose.numel()} values; it must be 3 angles (pitch, yaw, roll)")
-        pose = pose.float().reshape(3)
-        if not bool(torch.isfinite(pose).all()):
-            raise damaged("its 'source_pose' holds NaN or infinite values")
-    expression = tensors.get("source_expression")
-    if expression is not None:
-        if expression.numel() != 64:
-            raise damaged(f"its 'source_expression' has {expression.numel()} values; it must be 64")
-        expression = expression.float().reshape(64)
-        if not bool(torch.isfinite(expression).all()):
-            raise damaged("its 'source_expression' holds NaN or infinite values")
+    def vector(key: str, size: int, expected: str):
+        """Optional tensor ``key`` as ``(size,)`` float32, or None; its length and values checked."""
+        value = tensors.get(key)
+        if value is None:
+            return None
+        if value.numel() != size:
+            raise damaged(f"its '{key}' has {value.numel()} values{expected}")
+        value = value.float().reshape(size)
+        if not bool(torch.isfinite(value).all()):
+            raise damaged(f"its '{key}' holds NaN or infinite values")
+        return value
+
+    blink = vector("blink", frames, f" for {frames} frames")
+    pose = vector("source_pose", 3, "; it must be 3 angles (pitch, yaw, roll)")
+    expression = vector("source_expression", 64, "; it must be 64")
     audio = None
     if "audio" in tensors:
         if "sample_rate" not in meta:
