@@ -1,39 +1,49 @@
 """Run the example workflows in a real ComfyUI, headless, and check every video they save.
 
     python scripts/run_comfyui_workflows.py /path/to/ComfyUI --python /path/to/comfy/venv/bin/python \\
-        [--extra-node /path/to/ComfyUI-VideoHelperSuite]
+        [--extra-node /path/to/ComfyUI-VideoHelperSuite] [--quick]
 
 It works from any checkout of the pack (also an installed copy in ``ComfyUI/custom_nodes``) and
-needs nothing beside it; the runner itself uses only the standard library, everything else runs
-in ComfyUI's Python (``--python``, default: the Python running this script).
+needs nothing beside it; the runner itself uses only the standard library (and Playwright, when it
+is installed, for the browser case), everything else runs in ComfyUI's Python (``--python``,
+default: the Python running this script).
 
 1. makes a temporary ComfyUI base folder (models, input, output, temp, user, custom_nodes) with
    this pack (and every ``--extra-node`` folder) symlinked into ``custom_nodes``; deterministic
    stand-in weights in the official layout go into ``models/sadtalker`` (written with
    ``sadtalker_models/stand_in_weights.py``; ``--weights-dir`` reuses a folder) and a random-weight
    GFPGANv1.4 into ``models/facerestore_models``;
-2. puts short inputs from the pack's ``tests/data/media`` in ``input/`` under the names the
-   workflows use (a fraction of a second of speech, so the CPU renders only a few frames), plus
-   odd-sized pictures (451x675, 211x317, 221x333);
-3. starts ``main.py --cpu`` on a free port with that base folder;
+2. puts the runner's own inputs in ``input/`` under names the examples do not use: short cuts of the
+   example speech and reference video (a fraction of a second, so the CPU renders only a few
+   frames), odd-sized pictures (451x675, 211x317, 221x333), a masked two-people picture, two
+   speakers' turns;
+3. starts ``main.py --cpu`` on a free port with that base folder; the pack copies its
+   ``example_inputs`` into ``input/`` as it loads (checked: every file, same bytes);
 4. converts each example workflow (UI format) into an API prompt, mapping ``widgets_values`` to
-   input names with the server's ``/object_info``, and adds derived cases: odd-sized pictures in
-   ``full``, ``crop`` and ``resize`` mode with paste-back through core Create Video -> Save Video
-   (``resize`` gives an odd row count before evening), and (when
-   VideoHelperSuite is loaded) VHS Load Video -> Reference Video to Coefficients and Render ->
-   VHS Video Combine;
-5. queues each prompt, waits for it, and checks every video it saved: one video stream with even
-   width and height, the expected frame count, an audio stream as long as the frames, the
-   container duration, and the previews/curves in the run's UI outputs; the first example is
+   input names with the server's ``/object_info``, and runs it **as loaded**: unchanged, on the
+   pack's example inputs, no file picked by hand (``--quick``: on the short inputs instead); then
+   derived cases on the short inputs: odd-sized pictures in ``full``, ``crop`` and ``resize`` mode
+   with paste-back through core Create Video -> Save Video, a list of pictures, a Load Image MASK
+   choosing a face, two speakers taking turns, and (when VideoHelperSuite is loaded) VHS Load Video
+   -> Reference Video to Coefficients and Render -> VHS Video Combine;
+5. queues each prompt as one websocket client, waits for it, and checks every video it saved: one
+   video stream with even width and height, the expected frame count, an audio stream as long as
+   the frames, the container duration, the previews/curves in the run's UI outputs, and that every
+   Render node sent live JPEG frames over the websocket while it ran; the first example is
    re-queued unchanged right after its run (ComfyUI serves it from its cache): it must save no
    second video and must re-send the previews and curves (as after a page reload and Run);
-6. stops the server and ends with ``all N cases passed`` (exit 0) or ``failed: <cases>`` (exit 1).
+6. with Playwright and Chromium (else left out with a warning): the stale-preview case in a
+   browser: the plain example loaded as it ran shows its previews again, loaded with another
+   picture it shows none;
+7. stops the server and ends with ``all N cases passed`` (exit 0) or ``failed: <cases>`` (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import copy
+import importlib.util
 import json
 import logging
 import os
@@ -43,11 +53,15 @@ import signal
 import socket
 import subprocess
 import sys
+import struct
 import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +72,7 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov")
 ODD_FULL = (451, 675)     # full mode, paste-back: the output must be even and about this size
 ODD_CROP = (211, 317)     # crop mode, paste-back
+PLAIN_EXAMPLE = "sadtalker_image_audio_to_video.json"   # the browser case loads this example
 ODD_RESIZE = (221, 333)   # resize mode: the crop's aspect gives int(256 * 333 / 221) = 385 rows before evening
 
 log = logging.getLogger("run_comfyui_workflows")
@@ -103,16 +118,27 @@ WRITE_GFPGAN = ("import sys, torch\n"
 
 TURNS = ("turn_a.wav", "turn_b.wav")        # input/: speaker A speaks, then B (the turn-taking case)
 SPEECH_LIST = ("clip1.wav", "clip2.wav")   # input/speeches/, read by SadTalker Load Audio List
+# the examples' long inputs -> the runner's short cuts of them (derived cases, --quick)
+SHORT = {"speech.wav": "short_speech.wav", "speech_b.wav": "short_speech_b.wav",
+         "reference.mp4": "short_reference.mp4", "speeches": "short_speeches"}
 FIND_FFMPEG = "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())"
 
 
 def media_dir(pack: Path) -> Path:
     folder = pack / "tests" / "data" / "media"
-    needed = ["art_0.png", "full_body_1.png", "happy1.png", "sad.png"]
+    needed = ["art_0.png", "full_body_1.png", "full3.png"]
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
         raise SetupError(f"{folder} lacks {', '.join(missing)}: this check needs a full clone of the pack "
                          "(git clone, not a copy without tests/); or give --pack a full clone.")
+    return folder
+
+
+def examples_dir(pack: Path) -> Path:
+    folder = pack / "example_inputs"
+    missing = [name for name in ("two_people.png", *SHORT) if not (folder / name).exists()]
+    if missing:
+        raise SetupError(f"{folder} lacks {', '.join(missing)}: give --pack a full clone of the pack.")
     return folder
 
 
@@ -122,37 +148,31 @@ def ffmpeg_run(ffmpeg: str, *args: str, what: str) -> None:
         raise SetupError(f"ffmpeg could not {what}: {proc.stderr.strip()[-500:]}")
 
 
-def prepare_inputs(ffmpeg: str, media: Path, input_dir: Path, seconds: float, ref_seconds: float,
+def prepare_inputs(ffmpeg: str, media: Path, examples: Path, input_dir: Path, seconds: float, ref_seconds: float,
                    turn_seconds: float = 0.0) -> None:
-    """Short inputs under the names the example workflows use, and the odd-sized pictures.
+    """The runner's own inputs, under names the examples do not use (the examples' own inputs are the
+    pack's ``example_inputs``, which the pack copies into ``input/`` when ComfyUI loads it):
+
+    * short cuts of the examples' speech, speech list and reference video (``SHORT`` maps the names),
+      so the derived cases (and ``--quick``) render only a few frames;
+    * odd-sized pictures, a list of pictures, the two-people picture with a painted mask, and the
+      two speakers' turns.
 
     Speech and the reference video come from ``media`` when present, else they are generated
     (a tone; the portrait held still), so only the pictures are required.
     """
     input_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(media / "art_0.png", input_dir / "portrait.png")
-    shutil.copy(media / "full_body_1.png", input_dir / "full_body.png")
-    shutil.copy(media / "happy1.png", input_dir / "happy.png")   # the expression references
-    shutil.copy(media / "sad.png", input_dir / "sad.png")
     (input_dir / "pictures").mkdir(exist_ok=True)   # a list of pictures: one video each
     shutil.copy(media / "art_0.png", input_dir / "pictures" / "a.png")
     shutil.copy(media / "full3.png", input_dir / "pictures" / "b.png")
-    speech = media / "speech_en_16k_3s.wav"
-    source = ["-i", str(speech)] if speech.is_file() else ["-f", "lavfi", "-i", "sine=frequency=220:sample_rate=16000"]
-    ffmpeg_run(ffmpeg, *source, "-t", f"{seconds:.3f}", "-ac", "1", "-c:a", "pcm_s16le", str(input_dir / "speech.wav"),
-               what="cut the speech clip")
-    # two people: the middle of art_0 beside full3 (padded to the same height); the second voice
-    ffmpeg_run(ffmpeg, "-i", str(media / "art_0.png"), "-i", str(media / "full3.png"), "-filter_complex",
-               "[0]crop=512:896:64:0[a];[1]pad=512:896[b];[a][b]hstack", str(input_dir / "two_people.png"),
-               what="make the two-people picture")
-    # the same picture with ComfyUI's mask-editor paint (alpha 0) over the right face: Load Image's MASK
-    ffmpeg_run(ffmpeg, "-i", str(input_dir / "two_people.png"), "-vf", "format=rgba,geq=r='r(X,Y)':g='g(X,Y)':"
+    for name in ("speech.wav", "speech_b.wav"):
+        ffmpeg_run(ffmpeg, "-i", str(examples / name), "-t", f"{seconds:.3f}", "-c:a", "pcm_s16le",
+                   str(input_dir / SHORT[name]), what=f"cut {name}")
+    # the example's two-people picture with ComfyUI's mask-editor paint (alpha 0) over the right face:
+    # Load Image's MASK
+    ffmpeg_run(ffmpeg, "-i", str(examples / "two_people.png"), "-vf", "format=rgba,geq=r='r(X,Y)':g='g(X,Y)':"
                "b='b(X,Y)':a='if(gt(X,560)*between(Y,250,600),0,255)'", str(input_dir / "two_people_mask.png"),
                what="paint a mask over the right face")
-    speech_b = media / "speech_zh_48k_stereo_3s.wav"
-    source = ["-i", str(speech_b)] if speech_b.is_file() else ["-f", "lavfi", "-i", "sine=frequency=330:sample_rate=48000"]
-    ffmpeg_run(ffmpeg, *source, "-t", f"{seconds:.3f}", "-c:a", "pcm_s16le", str(input_dir / "speech_b.wav"),
-               what="cut the second speech clip")
     if turn_seconds > 0:   # two speakers taking turns: A, a pause, then B (each a voiced stretch of its clip)
         turn = f"{turn_seconds:.3f}"
         ffmpeg_run(ffmpeg, "-i", str(media / "speech_en_16k_3s.wav"), "-af", f"atrim=0:{turn},apad",
@@ -163,17 +183,25 @@ def prepare_inputs(ffmpeg: str, media: Path, input_dir: Path, seconds: float, re
                    f"[1]atrim=0.24:{0.24 + turn_seconds:.3f},asetpts=PTS-STARTPTS,aresample=16000,"
                    "pan=mono|c0=0.5*c0+0.5*c1[b];[0][b]concat=n=2:v=0:a=1", "-c:a", "pcm_s16le",
                    str(input_dir / TURNS[1]), what="make the second speaker's turn")
-    (input_dir / "speeches").mkdir(exist_ok=True)   # a list of speech clips: one video each
+    (input_dir / SHORT["speeches"]).mkdir(exist_ok=True)   # a list of speech clips: one video each
     for name, clip in zip(SPEECH_LIST, ("speech.wav", "speech_b.wav")):
-        shutil.copy(input_dir / clip, input_dir / "speeches" / name)
-    reference = media / "ref_pose_blink_3s.mp4"
-    source = ["-i", str(reference)] if reference.is_file() else ["-loop", "1", "-framerate", "25", "-i",
-                                                                str(media / "art_0.png")]
-    ffmpeg_run(ffmpeg, *source, "-t", f"{ref_seconds:.3f}", "-an", "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2",
-               "-c:v", "libx264", "-pix_fmt", "yuv420p", str(input_dir / "reference.mp4"), what="cut the reference video")
+        shutil.copy(input_dir / SHORT[clip], input_dir / SHORT["speeches"] / name)
+    ffmpeg_run(ffmpeg, "-i", str(examples / "reference.mp4"), "-t", f"{ref_seconds:.3f}", "-an", "-c:v", "libx264",
+               "-pix_fmt", "yuv420p", str(input_dir / SHORT["reference.mp4"]), what="cut the reference video")
     for (width, height) in (ODD_FULL, ODD_CROP, ODD_RESIZE):
         ffmpeg_run(ffmpeg, "-i", str(media / "full_body_1.png"), "-vf", f"scale={width}:{height}:flags=bicubic",
                    str(input_dir / f"odd_{width}x{height}.png"), what="make an odd-sized picture")
+
+
+def check_example_inputs(examples: Path, input_dir: Path) -> list[str]:
+    """Every file of the pack's ``example_inputs`` must be in ComfyUI's ``input/`` with the same bytes
+    once the pack has loaded (it copies them there), so the examples run as loaded."""
+    problems = []
+    for source in sorted(p for p in examples.rglob("*") if p.is_file() and p.name != "README.md"):
+        target = input_dir / source.relative_to(examples)
+        if not target.is_file() or target.read_bytes() != source.read_bytes():
+            problems.append(f"{target.relative_to(input_dir)} was not put in input/ by the pack")
+    return problems
 
 
 def install_node(custom_nodes: Path, folder: Path, name: str | None = None) -> None:
@@ -195,8 +223,9 @@ class Server:
                "--disable-auto-launch", "--database-url", "sqlite:///:memory:"]
         log.info("starting ComfyUI: %s", " ".join(cmd))
         self.log_file = open(log_path, "w")
+        env = {k: v for k, v in os.environ.items() if k != "SADTALKER_NO_EXAMPLE_INPUTS"}   # the pack copies them
         self.proc = subprocess.Popen(cmd, cwd=comfyui, stdout=self.log_file, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, env=env)
 
     def get(self, path: str, timeout: float = 30):
         with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
@@ -238,6 +267,114 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.log_file.close()
+
+
+class Listener:
+    """ComfyUI's websocket as one client (``client_id``), read on a thread: the preview images sent to
+    it (the live frames on a node's progress bar) and when each of its prompts ended. Plain RFC 6455
+    over a socket, so the runner needs nothing beyond the standard library."""
+
+    def __init__(self, url: str, client_id: str):
+        parts = urllib.parse.urlsplit(url)
+        self.client_id = client_id
+        self.previews: list[dict] = []        # {"prompt_id", "node_id", "image"} in arrival order
+        self.ended: set[str] = set()           # prompt ids whose execution_success/error/interrupted came
+        self.lock = threading.Lock()
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /ws?clientId={client_id} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                           ).encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise SetupError("ComfyUI closed its websocket during the handshake")
+            self.buffer += chunk
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise SetupError(f"ComfyUI refused the websocket: {head[:200]!r}")
+        # as the browser does: ask for previews with their node and prompt (else none are sent)
+        self.send(1, json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}}).encode())
+        self.sock.settimeout(None)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        mask = os.urandom(4)
+        size = len(payload)
+        length = (bytes([0x80 | size]) if size < 126 else bytes([0x80 | 126]) + struct.pack(">H", size)
+                  if size < 65536 else bytes([0x80 | 127]) + struct.pack(">Q", size))
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(bytes([0x80 | opcode]) + length + mask + masked)
+
+    def _exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("websocket closed")
+            self.buffer += chunk
+        out, self.buffer = self.buffer[:size], self.buffer[size:]
+        return out
+
+    def _read(self) -> None:
+        kind, message = 0, b""
+        try:
+            while True:
+                first, second = self._exactly(2)
+                opcode, size = first & 0x0F, second & 0x7F
+                if size >= 126:
+                    size = struct.unpack(">H" if size == 126 else ">Q", self._exactly(2 if size == 126 else 8))[0]
+                mask = self._exactly(4) if second & 0x80 else b""
+                payload = self._exactly(size)
+                if mask:
+                    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                if opcode == 8:
+                    return
+                if opcode == 9:
+                    self.send(10, payload)
+                    continue
+                if opcode in (1, 2):
+                    kind, message = opcode, payload
+                elif opcode == 0:
+                    message += payload
+                if first & 0x80 and opcode in (0, 1, 2):
+                    self._handle(kind, message)
+        except (OSError, ConnectionError, ValueError, struct.error):
+            return
+
+    def _handle(self, kind: int, message: bytes) -> None:
+        if kind == 1:
+            data = json.loads(message)
+            if data.get("type") in ("execution_success", "execution_error", "execution_interrupted"):
+                with self.lock:
+                    self.ended.add(str(data.get("data", {}).get("prompt_id")))
+            return
+        if len(message) < 8 or struct.unpack(">I", message[:4])[0] != 4:   # PREVIEW_IMAGE_WITH_METADATA
+            return
+        length = struct.unpack(">I", message[4:8])[0]
+        meta = json.loads(message[8:8 + length])
+        with self.lock:
+            self.previews.append({"prompt_id": str(meta.get("prompt_id")), "node_id": str(meta.get("node_id")),
+                                  "image": message[8 + length:]})
+
+    def previews_of(self, prompt_id: str, wait: float = 10.0) -> list[dict]:
+        """The previews of one prompt that came before it ended (waits for its end message)."""
+        deadline = time.time() + wait
+        while time.time() < deadline and self.thread.is_alive():
+            with self.lock:
+                if prompt_id in self.ended:
+                    break
+            time.sleep(0.2)
+        with self.lock:
+            return [p for p in self.previews if p["prompt_id"] == prompt_id]
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
 
 
 # --------------------------------------------------------------------------- UI -> API
@@ -314,6 +451,13 @@ class Case:
     voices: tuple[str, ...] = ()                 # input audio per face, left to right: measure whose mouth moves
     chosen_face: str = ""                        # "left"/"right": the face the saved faces preview must mark
 
+    @property
+    def renderers(self) -> list[str]:
+        """The node ids that must show live frames while the case runs (none when served from the cache)."""
+        if not self.videos:
+            return []
+        return nodes_of(self.prompt, "SadTalkerRender") + nodes_of(self.prompt, "SadTalkerRenderVideo")
+
 
 def nodes_of(prompt: dict, class_type: str) -> list[str]:
     return [key for key, node in prompt.items() if node["class_type"] == class_type]
@@ -337,6 +481,41 @@ def expected_ui(prompt: dict) -> dict[str, str]:
     if kinds & {"SadTalkerAudioToCoefficients", "SadTalkerReferenceToCoefficients", "SadTalkerIdleCoefficients"}:
         ui["sadtalker_curves"] = "the coefficient curves"
     return ui
+
+
+def shorten(prompt: dict, frames: int) -> dict:
+    """A copy of an example's prompt on the runner's short inputs (``SHORT``); an idle clip of ``frames``."""
+    prompt = copy.deepcopy(prompt)
+    for node in prompt.values():
+        for name, value in node["inputs"].items():
+            if isinstance(value, str) and value in SHORT:
+                node["inputs"][name] = SHORT[value]
+    for key in nodes_of(prompt, "SadTalkerIdleCoefficients"):
+        prompt[key]["inputs"]["seconds"] = frames / FPS
+    return prompt
+
+
+def audio_frames(path: Path) -> int:
+    """25-fps frames a WAV file drives: ``floor(n16k / 640)``, as the pipeline counts them."""
+    try:
+        with wave.open(str(path)) as wav:
+            return wav.getnframes() * 16000 // wav.getframerate() // 640
+    except (OSError, wave.Error, EOFError) as err:
+        raise SetupError(f"could not read {path} as a WAV file ({err})") from err
+
+
+def expected_frames(prompt: dict, input_dir: Path) -> int:
+    """Frames each video of a prompt run as loaded must have: its idle clip's seconds, or the length of
+    the speech it loads (every clip of a speech list and every voice of a prompt must agree)."""
+    for key in nodes_of(prompt, "SadTalkerIdleCoefficients"):
+        return int(round(float(prompt[key]["inputs"]["seconds"]) * FPS))
+    files = [input_dir / prompt[key]["inputs"]["audio"] for key in nodes_of(prompt, "LoadAudio")]
+    for key in nodes_of(prompt, "SadTalkerLoadAudioList"):
+        files += sorted((input_dir / prompt[key]["inputs"]["folder"]).glob("*.wav"))
+    counts = {audio_frames(path) for path in files}
+    if len(counts) != 1:
+        raise SetupError(f"cannot tell the frame count of an example run as loaded from {files}: {counts}")
+    return counts.pop()
 
 
 def picture_list_case(base: dict, frames: int) -> Case:
@@ -439,7 +618,7 @@ def vhs_case(base: dict, frames: int) -> Case:
                          "case only replaces that link")
     del prompt[save], prompt[reference]["inputs"]["video"]
     prompt[loader] = {"class_type": "VHS_LoadVideo", "inputs": {
-        "video": "reference.mp4", "force_rate": 25, "custom_width": 0, "custom_height": 0, "frame_load_cap": 0,
+        "video": SHORT["reference.mp4"], "force_rate": 25, "custom_width": 0, "custom_height": 0, "frame_load_cap": 0,
         "skip_first_frames": 0, "select_every_nth": 1, "format": "AnimateDiff"}}
     prompt[reference]["inputs"]["images"] = [loader, 0]
     wiring = prompt.pop(create)["inputs"]
@@ -451,8 +630,11 @@ def vhs_case(base: dict, frames: int) -> Case:
                 ui=expected_ui(prompt))
 
 
-def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool, turn_seconds: float = 0.0
-                ) -> list[Case]:
+def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool, turn_seconds: float = 0.0,
+                input_dir: Path | None = None) -> list[Case]:
+    """Each example as loaded (``input_dir``: ComfyUI's input folder holding the pack's example inputs;
+    None: on the runner's short inputs instead, ``frames`` long), then the derived cases, which are
+    built from the examples on the short inputs."""
     cases = []
     prompts = {}
     for path in workflows:
@@ -460,19 +642,20 @@ def build_cases(workflows: list[Path], object_info: dict, frames: int, vhs: bool
             workflow = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise SetupError(f"{path} is not a readable workflow JSON ({err})") from err
-        prompt = ui_to_api(workflow, object_info)
-        for key in nodes_of(prompt, "SadTalkerIdleCoefficients"):   # as long as the speech of the others
-            prompt[key]["inputs"]["seconds"] = frames / FPS
-        prompts[path.name] = prompt
+        loaded = ui_to_api(workflow, object_info)
+        prompts[path.name] = shorten(loaded, frames)
+        prompt = loaded if input_dir else prompts[path.name]
         saves = len(nodes_of(prompt, "SaveVideo")) + len(nodes_of(prompt, "VHS_VideoCombine"))
         if nodes_of(prompt, "SadTalkerLoadAudioList"):   # a list: the chain runs once per clip
             saves *= len(SPEECH_LIST)
-        cases.append(Case(path.name, prompt, frames, videos=saves, ui=expected_ui(prompt)))
+        name = f"{path.name} as loaded" if input_dir else f"{path.name} on short inputs"
+        cases.append(Case(name, prompt, expected_frames(prompt, input_dir) if input_dir else frames, videos=saves,
+                          ui=expected_ui(prompt)))
     # the first example again, unchanged and straight after it (ComfyUI's cache keeps the last prompt
     # only): served from the cache, as when a user reloads the page and presses Run
     first = cases[0]
     # and the previews/curves must come back: ComfyUI re-sends the UI of cached output nodes only
-    requeue = Case(f"{first.name} re-queued unchanged (cached)", first.prompt, frames, videos=0,
+    requeue = Case(f"{first.name}, re-queued unchanged (cached)", first.prompt, first.frames, videos=0,
                    ui={key: f"{why}, re-sent from the cache (is its node an output node?)"
                        for key, why in first.ui.items()})
     cases.insert(1, requeue)
@@ -593,10 +776,13 @@ def execution_errors(status: dict) -> list[str]:
     return errors or [f"status {status.get('status_str')}"]
 
 
-def run_case(server: Server, case: Case, output_dir: Path, timeout: float, ffmpeg: str) -> list[str]:
-    """Queue one prompt, wait for it and check what it saved; returns the problems (empty = passed)."""
+def run_case(server: Server, case: Case, output_dir: Path, timeout: float, ffmpeg: str,
+             listener: Listener | None = None) -> list[str]:
+    """Queue one prompt, wait for it and check what it saved and (with a ``listener``) the live frames
+    its Render nodes sent while it ran; returns the problems (empty = passed)."""
     before = videos_in(output_dir)
-    answer = server.post("/prompt", {"prompt": case.prompt, "client_id": uuid.uuid4().hex})
+    client_id = listener.client_id if listener else uuid.uuid4().hex
+    answer = server.post("/prompt", {"prompt": case.prompt, "client_id": client_id})
     if answer.get("node_errors"):
         return [f"validation errors: {json.dumps(answer['node_errors'])[:2000]}"]
     prompt_id = answer["prompt_id"]
@@ -628,6 +814,21 @@ def run_case(server: Server, case: Case, output_dir: Path, timeout: float, ffmpe
     for key, why in case.ui.items():
         if not any(key in node_ui for node_ui in outputs.values()):
             problems.append(f"no '{key}' in the run's UI outputs ({why})")
+    if listener and case.renderers:
+        problems += check_live_previews(listener.previews_of(prompt_id), case.renderers)
+    return problems
+
+
+def check_live_previews(previews: list[dict], renderers: list[str]) -> list[str]:
+    """Every Render node of a run must have sent at least one JPEG frame over the websocket before the
+    run ended (ComfyUI's progress-bar preview: what the user watches form during a long render)."""
+    problems = []
+    for node_id in renderers:
+        frames = [p["image"] for p in previews if p["node_id"] == node_id]
+        jpegs = [f for f in frames if f[:3] == b"\xff\xd8\xff"]
+        log.info("  live previews from node %s: %d (%d JPEG)", node_id, len(frames), len(jpegs))
+        if not jpegs:
+            problems.append(f"node {node_id} sent no live preview frame while it rendered")
     return problems
 
 
@@ -658,6 +859,105 @@ def cancel(server: Server, prompt_id: str, wait: float = 120.0) -> None:
 def case_timeout(args, case: Case) -> float:
     """``--timeout`` plus ``--timeout-per-frame`` for every frame the case renders (each of its videos)."""
     return args.timeout + args.timeout_per_frame * case.frames * max(1, case.videos)
+
+
+# --------------------------------------------------------------------------- in a browser (optional)
+
+SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False}
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+# the SadTalker nodes of the open graph that show frames or curves (restored or from a run)
+SHOWN_PREVIEWS = """() => window.app.graph._nodes
+    .filter((n) => n.type?.startsWith("SadTalker") && (n._sadtalker?.curveData || n._sadtalker?.video?.element?.src))
+    .map((n) => String(n.id))"""
+
+
+def chromium_path(given: str | None) -> str | None:
+    """The given Chromium (None when it does not exist), else the first one on PATH."""
+    if given:
+        return shutil.which(given)
+    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+
+
+def browser_missing(chromium: str | None) -> str:
+    """Why the browser cases cannot run here ('' when they can)."""
+    if importlib.util.find_spec("playwright") is None:
+        return f"Playwright is not installed in {sys.executable} (pip install playwright)"
+    if not chromium:
+        return "no Chromium found (apt-get install chromium, or pass --chromium)"
+    return ""
+
+
+def wait_app(page) -> None:
+    page.wait_for_function("() => window.app && window.app.graph && window.app.canvas", timeout=120_000)
+    page.wait_for_timeout(2000)
+
+
+def load_workflow(page, workflow: dict, name: str) -> None:
+    """Open a workflow as a user does (a new tab), then give the pack's extension time to restore."""
+    page.evaluate("([graph, name]) => window.app.loadGraphData(graph, true, true, name)", [workflow, name])
+    page.wait_for_timeout(3000)
+
+
+def on_short_inputs(workflow: dict) -> dict:
+    """A copy of a UI workflow that loads the runner's short inputs (``SHORT``) instead of the examples'."""
+    workflow = copy.deepcopy(workflow)
+    for node in workflow["nodes"]:
+        node["widgets_values"] = [SHORT.get(v, v) if isinstance(v, str) else v for v in node.get("widgets_values") or []]
+    return workflow
+
+
+def with_widget(workflow: dict, node_type: str, value) -> dict:
+    """A copy of a UI workflow whose ``node_type`` nodes have ``value`` as their first widget value."""
+    workflow = copy.deepcopy(workflow)
+    for node in workflow["nodes"]:
+        if node["type"] == node_type:
+            node["widgets_values"][0] = value
+    return workflow
+
+
+def stale_preview_problems(page, server: Server, path: Path, quick: bool) -> list[str]:
+    """An example run earlier, loaded again as it ran: its previews come back (the control); loaded
+    again with another picture: no node may show the earlier run's frames or curves."""
+    workflow = json.loads(path.read_text())
+    if quick:   # it ran on the short inputs
+        workflow = on_short_inputs(workflow)
+    page.goto(server.url)
+    wait_app(page)
+    load_workflow(page, workflow, path.stem)
+    same = page.evaluate(SHOWN_PREVIEWS)
+    load_workflow(page, with_widget(workflow, "LoadImage", "happy.png"), path.stem)
+    stale = page.evaluate(SHOWN_PREVIEWS)
+    log.info("  loaded as it ran: previews on nodes %s; with another picture: on nodes %s", same, stale)
+    problems = []
+    if not same:
+        problems.append("loaded exactly as it ran, the example showed no restored preview (the check sees none)")
+    if stale:
+        problems.append(f"loaded with another picture, nodes {stale} showed the earlier run's frames or curves")
+    return problems
+
+
+def browser_cases(server: Server, args, plain: Path) -> dict[str, list[str]]:
+    """The cases that need a browser (Playwright driving Chromium); {case: problems}."""
+    from playwright.sync_api import Error as PlaywrightError, sync_playwright
+
+    name = f"stale previews: {plain.name} loaded twice, the second time with another picture"
+    log.info("case: %s", name)
+    server.post("/settings", SETTINGS)   # no first-visit template browser
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 860})
+            page.on("pageerror", lambda err: log.warning("page error: %s", err))
+            try:
+                problems = stale_preview_problems(page, server, plain, args.quick)
+            except PlaywrightError as err:
+                problems = [f"the browser failed: {err}"]
+        finally:
+            browser.close()
+    log.log(logging.ERROR if problems else logging.INFO, "%s %s%s", "FAILED" if problems else "PASSED", name,
+            "".join(f"\n  {p}" for p in problems))
+    return {name: problems}
 
 
 # --------------------------------------------------------------------------- main
@@ -697,7 +997,8 @@ def prepare_base(args, base: Path, ffmpeg: str) -> None:
     restorer = base / "models" / "facerestore_models" / "GFPGANv1.4.pth"
     restorer.parent.mkdir(parents=True)
     run_python(args.python, args.pack, WRITE_GFPGAN, str(restorer), what="write a stand-in GFPGANv1.4")
-    prepare_inputs(ffmpeg, media_dir(args.pack), base / "input", args.seconds, args.ref_seconds, args.turn_seconds)
+    prepare_inputs(ffmpeg, media_dir(args.pack), examples_dir(args.pack), base / "input", args.seconds,
+                   args.ref_seconds, args.turn_seconds)
 
 
 def run_all(args, base: Path) -> tuple[dict[str, list[str]], int]:
@@ -721,12 +1022,17 @@ def run_all(args, base: Path) -> tuple[dict[str, list[str]], int]:
         problems = check_extension(server)
         if problems:
             failures["web extension"] = problems
+        if not args.quick:
+            problems = check_example_inputs(examples_dir(args.pack), base / "input")
+            if problems:
+                raise SetupError("the pack did not put its example inputs in place: " + "; ".join(problems))
         cases = build_cases(workflows, object_info, frames, vhs="VHS_VideoCombine" in object_info,
-                            turn_seconds=args.turn_seconds)
+                            turn_seconds=args.turn_seconds, input_dir=None if args.quick else base / "input")
+        listener = Listener(server.url, uuid.uuid4().hex)
         for case in cases:
             log.info("case: %s", case.name)
             try:
-                problems = run_case(server, case, base / "output", case_timeout(args, case), ffmpeg)
+                problems = run_case(server, case, base / "output", case_timeout(args, case), ffmpeg, listener)
                 if case.voices and not problems:
                     problems = measure_mouths(args.python, args.pack, base, case)
                 if case.chosen_face and not problems:
@@ -738,6 +1044,15 @@ def run_all(args, base: Path) -> tuple[dict[str, list[str]], int]:
                 log.error("FAILED %s:\n  %s", case.name, "\n  ".join(problems))
             else:
                 log.info("PASSED %s", case.name)
+        listener.close()
+        missing = browser_missing(args.chromium)
+        if missing:
+            log.warning("left out: the stale-preview case, which needs a browser: %s", missing)
+        else:
+            plain = next((p for p in workflows if p.name == PLAIN_EXAMPLE), workflows[0])
+            browser = browser_cases(server, args, plain)
+            cases += [Case(name, {}, 0) for name in browser]
+            failures.update({name: problems for name, problems in browser.items() if problems})
         server_log = server.log_tail(100000).splitlines()
         for line in server_log:
             if "SadTalker" in line and ("WARNING" in line or "disabled" in line):
@@ -769,6 +1084,11 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--turn-seconds", type=float, default=0.6,
                         help="each speaker's turn (and the pause between) in the two-people turn-taking case "
                              "(0: leave the case out)")
+    parser.add_argument("--quick", action="store_true",
+                        help="run the examples on the short inputs too (minutes on a CPU) instead of as loaded "
+                             "with the pack's example inputs (3 s of speech each: about an hour on a 2-core CPU)")
+    parser.add_argument("--chromium", help="Chromium for the browser cases (default: found on PATH; they are left "
+                                           "out, with a warning, without Playwright or Chromium)")
     parser.add_argument("--startup-timeout", type=float, default=300)
     parser.add_argument("--timeout", type=float, default=300,
                         help="per run, in seconds, plus --timeout-per-frame for each frame it renders; a run "
@@ -782,6 +1102,7 @@ def main(argv: list[str] | None = None) -> int:
     add_setup_arguments(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temporary base folder (and its server log)")
     args = parser.parse_args(argv)
+    args.chromium = chromium_path(args.chromium)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.pack = args.pack.resolve()
     base = Path(tempfile.mkdtemp(prefix="sadtalker_comfyui_"))

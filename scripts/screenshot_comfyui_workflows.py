@@ -1,20 +1,24 @@
-"""Screenshots of the example workflows in a real ComfyUI, after a run and after a page reload.
+"""Screenshots of the example workflows in a real ComfyUI: mid-render, after a run, after a page
+reload, and in Chinese.
 
     /path/to/comfy/venv/bin/python scripts/screenshot_comfyui_workflows.py /path/to/ComfyUI \\
-        [--extra-node /path/to/ComfyUI-VideoHelperSuite] [--out docs/images] [--chromium /usr/bin/chromium]
+        [--extra-node /path/to/ComfyUI-VideoHelperSuite] [--out docs/images/comfyui] [--chromium /usr/bin/chromium]
 
 A developer tool, not a test. It sets up the same temporary ComfyUI base folder as
-``run_comfyui_workflows.py`` (stand-in weights, short inputs), starts ComfyUI, and drives a
-headless Chromium with Playwright (``pip install playwright`` into the Python running this; it
-uses the system Chromium, nothing is downloaded). For each example workflow it opens the file
-in the page, presses Run, waits for the queue to empty and saves ``<name>.png``; then reloads the
-page (ComfyUI restores the open workflow), presses Run again (served from ComfyUI's cache) and
-saves ``<name>_reloaded.png``: the previews and curves must be back. First it saves
-``templates.png``, the template browser opened at this pack's examples. PNGs are reduced to a
-palette so each stays small.
+``run_comfyui_workflows.py`` (stand-in weights, the pack's example inputs and the runner's short
+ones), starts ComfyUI, and drives a headless Chromium with Playwright (``pip install playwright``
+into the Python running this; it uses the system Chromium, nothing is downloaded). It saves:
 
-Without Playwright or Chromium it says so and exits 0 (skipped).
-"""
+* ``templates.png``: the template browser opened at this pack's examples;
+* ``live_preview.png``: the plain example as loaded (3 s of speech), caught mid-render with its live
+  frame on the Render node (the run is then interrupted);
+* per example, on the short inputs: ``<name>.png`` after Run, and ``<name>_reloaded.png`` after a
+  page reload (ComfyUI restores the open workflow) and Run again (served from ComfyUI's cache):
+  the previews and curves must be back;
+* ``locale_zh.png``: the plain example with ComfyUI's language set to Chinese.
+
+PNGs are reduced to a palette so each stays small. Without Playwright or Chromium it says so and
+exits 0 (skipped)."""
 
 from __future__ import annotations
 
@@ -32,21 +36,21 @@ import run_comfyui_workflows as runner   # the sibling script (this folder is on
 log = logging.getLogger("screenshot_comfyui_workflows")
 VIEWPORT = {"width": 1600, "height": 860}
 MAX_BYTES = 300_000
-SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False}
-# an idle clip as long as the speech of the other examples (as the runner does), not the example's 5 s
+# an idle clip as long as the short speech (as the runner does), not the example's 1 s
 SHORTEN_IDLE = """(seconds) => {
     for (const node of window.app.graph._nodes.filter((n) => n.type === "SadTalkerIdleCoefficients")) {
         const widget = node.widgets.find((w) => w.name === "seconds");
         if (widget) widget.value = Math.round(seconds * 25) / 25;
     }
 }"""
-
-
-def chromium_path(given: str | None) -> str | None:
-    """The given Chromium (None when it does not exist), else the first one on PATH."""
-    if given:
-        return shutil.which(given)
-    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+# count the live frames the page receives (ComfyUI's progress-bar previews)
+COUNT_PREVIEWS = """() => {
+    window.__sadtalkerPreviews = 0;
+    const api = window.comfyAPI?.api?.api ?? window.app.api;
+    for (const event of ["b_preview", "b_preview_with_metadata"]) {
+        api.addEventListener(event, () => { window.__sadtalkerPreviews += 1; });
+    }
+}"""
 
 
 def wait_idle(page, server: runner.Server, runs_before: int, timeout: float) -> None:
@@ -66,11 +70,6 @@ def wait_idle(page, server: runner.Server, runs_before: int, timeout: float) -> 
             return
         time.sleep(1)
     raise runner.SetupError(f"the run did not finish within {timeout:.0f} s; the server log ends:\n{server.log_tail(30)}")
-
-
-def wait_app(page) -> None:
-    page.wait_for_function("() => window.app && window.app.graph && window.app.canvas", timeout=120_000)
-    page.wait_for_timeout(2000)
 
 
 def queue(page, server: runner.Server, timeout: float) -> None:
@@ -96,7 +95,7 @@ def shoot_templates(page, server: runner.Server, target: Path) -> bool:
     from playwright.sync_api import Error as PlaywrightError
 
     page.goto(server.url)
-    wait_app(page)
+    runner.wait_app(page)
     try:
         page.locator(".side-bar-button", has_text="Templates").first.click(timeout=10_000)
         page.get_by_text(runner.PACK_DIR_NAME, exact=True).first.click(timeout=10_000)
@@ -109,39 +108,78 @@ def shoot_templates(page, server: runner.Server, target: Path) -> bool:
     return True
 
 
+def open_example(page, server: runner.Server, path: Path, seconds: float | None) -> None:
+    """A fresh page with one example open: on the runner's short inputs (``seconds`` of idle clip), or
+    as loaded (None)."""
+    workflow = json.loads(path.read_text())
+    page.goto(server.url)
+    runner.wait_app(page)
+    runner.load_workflow(page, workflow if seconds is None else runner.on_short_inputs(workflow), path.stem)
+    if seconds is not None:
+        page.evaluate(SHORTEN_IDLE, seconds)
+
+
+def shoot_live(page, server: runner.Server, path: Path, target: Path, timeout: float) -> bool:
+    """The example as loaded (3 s of speech) caught mid-render: a screenshot once the page has had two
+    live frames, then the run is interrupted. False if no live frame came within ``timeout``."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    open_example(page, server, path, None)
+    page.evaluate(COUNT_PREVIEWS)
+    page.evaluate("() => window.app.queuePrompt(0, 1)")
+    try:
+        page.wait_for_function("() => window.__sadtalkerPreviews >= 2", timeout=timeout * 1000)
+    except PlaywrightError as err:
+        log.warning("no live preview came while %s rendered: %s", path.name, err)
+        return False
+    finally:
+        page.wait_for_timeout(1500)   # the frame is drawn on the node
+        save(page, target)
+        server.post("/interrupt", {})
+        while server.get("/queue")["queue_running"]:
+            time.sleep(1)
+    return True
+
+
 def shoot(args, base: Path, playwright) -> list[Path]:
     ffmpeg = runner.run_python(args.python, args.pack, runner.FIND_FFMPEG, what="find ffmpeg (imageio-ffmpeg)").strip()
     runner.prepare_base(args, base, ffmpeg)
     server = runner.Server(args.comfyui.resolve(), args.python, base, runner.free_port(), base / "comfyui.log")
+    workflows = args.workflows or runner.find_workflows(args.pack)
+    plain = next((p for p in workflows if p.name == runner.PLAIN_EXAMPLE), workflows[0])
     saved = []
     try:
         server.wait_ready(args.startup_timeout)
-        server.post("/settings", SETTINGS)   # no first-visit template browser, minimap or canvas statistics
-        browser = playwright.chromium.launch(executable_path=args.chromium, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu"])
+        server.post("/settings", runner.SETTINGS)   # no first-visit template browser, minimap or canvas statistics
+        browser = playwright.chromium.launch(executable_path=args.chromium, headless=True, args=runner.CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport=VIEWPORT)
             page.on("pageerror", lambda err: log.warning("page error: %s", err))
             if shoot_templates(page, server, args.out / "templates.png"):
                 saved.append(args.out / "templates.png")
-            for path in args.workflows or runner.find_workflows(args.pack):
+            if shoot_live(page, server, plain, args.out / "live_preview.png", args.timeout):
+                saved.append(args.out / "live_preview.png")
+            for path in workflows:
                 log.info("workflow %s", path.name)
-                page.goto(server.url)
-                wait_app(page)
-                page.evaluate("([graph, name]) => window.app.loadGraphData(graph, true, true, name)",
-                              [json.loads(path.read_text()), path.stem])
-                page.evaluate(SHORTEN_IDLE, args.seconds)
+                open_example(page, server, path, args.seconds)
                 page.wait_for_timeout(2000)
                 queue(page, server, args.timeout)
                 target = args.out / f"{path.stem}.png"
                 save(page, target)
                 saved.append(target)
                 page.reload()
-                wait_app(page)
+                runner.wait_app(page)
                 queue(page, server, args.timeout)
                 target = args.out / f"{path.stem}_reloaded.png"
                 save(page, target)
                 saved.append(target)
+            # the Chinese locale: the plain example (its run's previews come back) with node names in Chinese
+            server.post("/settings", {"Comfy.Locale": "zh"})
+            open_example(page, server, plain, args.seconds)
+            target = args.out / "locale_zh.png"
+            save(page, target)
+            saved.append(target)
+            server.post("/settings", {"Comfy.Locale": "en"})
         finally:
             browser.close()
     finally:
@@ -155,18 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(seconds=0.13)   # 3 frames, so the curves have a shape
     parser.add_argument("--out", type=Path, default=runner.REPO / "docs" / "images" / "comfyui",
                         help="folder for the PNGs")
-    parser.add_argument("--chromium", help="Chromium executable (default: found on PATH)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        log.warning("skipped: Playwright is not installed in %s (pip install playwright)", sys.executable)
+    args.chromium = runner.chromium_path(args.chromium)
+    missing = runner.browser_missing(args.chromium)
+    if missing:
+        log.warning("skipped: %s", missing)
         return 0
-    args.chromium = chromium_path(args.chromium)
-    if not args.chromium:
-        log.warning("skipped: no Chromium found (install it, e.g. apt-get install chromium, or pass --chromium)")
-        return 0
+    from playwright.sync_api import sync_playwright
+
     args.pack = args.pack.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="sadtalker_screens_"))

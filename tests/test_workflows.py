@@ -5,9 +5,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.util
 import json
+import shutil
+import socket
+import struct
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -338,7 +344,7 @@ def test_runner_derives_the_list_turns_and_mask_cases(object_info):
     """The real-ComfyUI runner's derived cases (run by tests/test_real_comfyui.py), built here without ComfyUI."""
     r = runner()
     cases = {c.name.split(" ->")[0]: c for c in r.build_cases(WORKFLOWS, object_info, 2, vhs=False, turn_seconds=0.6)}
-    assert cases["sadtalker_speech_list_to_videos.json"].videos == len(r.SPEECH_LIST) == 2   # one video per clip
+    assert cases["sadtalker_speech_list_to_videos.json on short inputs"].videos == len(r.SPEECH_LIST) == 2  # a video a clip
     turns = cases["two people taking turns"]
     assert turns.frames == 45 and turns.voices == r.TURNS                                    # 3 x 0.6 s at 25 fps
     for node in (n for n in turns.prompt.values() if n["class_type"] == "SadTalkerAudioToCoefficients"):
@@ -388,3 +394,105 @@ def test_runner_cancels_a_case_past_its_time_and_scales_the_time_with_frames(obj
     args = type("Args", (), {"timeout": 300.0, "timeout_per_frame": 30.0})()
     assert r.case_timeout(args, case) == 300 + 30 * 10
     assert r.case_timeout(args, r.Case("list", {}, 10, videos=2)) == 300 + 30 * 20
+
+
+def test_runner_runs_the_examples_as_loaded_and_derives_the_rest_from_short_inputs(object_info, tmp_path):
+    """Each example is queued unchanged (the pack's example inputs, no file picked by hand), expecting
+    as many frames as its own speech or idle clip drives; the derived cases use the runner's short
+    inputs; and a missing or changed example input in ComfyUI's input folder is reported."""
+    r = runner()
+    examples = REPO / "example_inputs"
+    input_dir = tmp_path / "input"
+    shutil.copytree(examples, input_dir, ignore=shutil.ignore_patterns("README.md"))
+    assert r.check_example_inputs(examples, input_dir) == []
+    cases = {c.name: c for c in r.build_cases(WORKFLOWS, object_info, 2, vhs=True, input_dir=input_dir)}
+    for path in WORKFLOWS:
+        case = cases[f"{path.name} as loaded"]
+        assert case.prompt == r.ui_to_api(json.loads(path.read_text()), object_info)   # unchanged
+    frames = {name.split(" as loaded")[0]: c.frames for name, c in cases.items() if name.endswith("as loaded")}
+    assert frames["sadtalker_image_audio_to_video.json"] == 75            # 3 s of 16 kHz speech
+    assert frames["sadtalker_two_people_talking.json"] == 75
+    assert frames["sadtalker_idle_clip.json"] == 25                        # the example's 1 s
+    assert frames["sadtalker_speech_list_to_videos.json"] == 37            # 1.5 s clips: floor(24000 / 640)
+    odd = cases["odd 451x675 full -> CreateVideo -> SaveVideo"]
+    audio = {n["inputs"].get("audio") for n in odd.prompt.values() if n["class_type"] == "LoadAudio"}
+    assert audio == {"short_speech.wav"} and odd.frames == 2
+    (vhs,) = [c for c in cases.values() if c.name.startswith("VHS")]
+    assert {n["inputs"].get("video") for n in vhs.prompt.values() if n["class_type"] == "VHS_LoadVideo"} == \
+        {"short_reference.mp4"}
+    assert cases["sadtalker_full_body_enhanced.json as loaded, re-queued unchanged (cached)"].videos == 0
+    quick = {c.name for c in r.build_cases(WORKFLOWS, object_info, 2, vhs=False)}
+    assert "sadtalker_idle_clip.json on short inputs" in quick
+    (input_dir / "speech.wav").unlink()
+    (input_dir / "portrait.png").write_bytes(b"not the example")
+    assert r.check_example_inputs(examples, input_dir) == [
+        "portrait.png was not put in input/ by the pack", "speech.wav was not put in input/ by the pack"]
+
+
+def _fake_comfyui_websocket(frames: list[bytes], received: list[bytes]):
+    """A one-connection websocket server on a free port: answers the handshake, reads one masked text
+    frame from the client (kept in ``received``), sends ``frames`` and closes. Returns its URL."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(4096)
+            key = next(line.split(b":", 1)[1].strip() for line in data.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key"))
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            head = conn.recv(2)
+            size = head[1] & 0x7F
+            mask = conn.recv(4)
+            payload = b""
+            while len(payload) < size:
+                payload += conn.recv(size - len(payload))
+            received.append(bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+            for frame in frames:
+                conn.sendall(frame)
+        server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def _ws_frame(opcode: int, payload: bytes, final: bool = True) -> bytes:
+    size = len(payload)
+    length = bytes([size]) if size < 126 else bytes([126]) + struct.pack(">H", size) if size < 65536 \
+        else bytes([127]) + struct.pack(">Q", size)
+    return bytes([(0x80 if final else 0) | opcode]) + length + payload
+
+
+def _preview(prompt_id: str, node_id: str, image: bytes) -> bytes:
+    meta = json.dumps({"node_id": node_id, "prompt_id": prompt_id, "image_type": "image/jpeg"}).encode()
+    return struct.pack(">I", 4) + struct.pack(">I", len(meta)) + meta + image   # PREVIEW_IMAGE_WITH_METADATA
+
+
+def test_runner_sees_the_live_previews_comfyui_sends_over_its_websocket():
+    """The runner's websocket client asks for previews with metadata (as the browser does, else
+    ComfyUI sends none) and reads ComfyUI's binary preview messages per prompt and node: short and
+    64-bit lengths, a fragmented end message; a Render node that sent no JPEG is a problem."""
+    r = runner()
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(70_000)   # past 65535 bytes: the 64-bit length
+    end = json.dumps({"type": "execution_success", "data": {"prompt_id": "p1"}}).encode()
+    frames = [_ws_frame(2, _preview("p1", "6", jpeg)), _ws_frame(2, _preview("p2", "7", b"\xff\xd8\xff")),
+              _ws_frame(2, _preview("p1", "9", b"\x89PNG")), _ws_frame(2, struct.pack(">I", 3) + b"text"),
+              _ws_frame(1, end[:10], final=False), _ws_frame(0, end[10:]), _ws_frame(8, b"")]
+    received = []
+    listener = r.Listener(_fake_comfyui_websocket(frames, received), "client")
+    try:
+        previews = listener.previews_of("p1")
+    finally:
+        listener.close()
+    assert json.loads(received[0]) == {"type": "feature_flags", "data": {"supports_preview_metadata": True}}
+    assert [(p["node_id"], len(p["image"])) for p in previews] == [("6", len(jpeg)), ("9", 4)]
+    assert "p1" in listener.ended
+    assert r.check_live_previews(previews, ["6"]) == []
+    assert r.check_live_previews(previews, ["6", "9", "7"]) == [
+        "node 9 sent no live preview frame while it rendered", "node 7 sent no live preview frame while it rendered"]
