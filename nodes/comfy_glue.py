@@ -137,11 +137,16 @@ def torch_devices() -> tuple[Any, Any]:
 
 
 def auto_dtype(load_device: Any) -> Any | None:
-    """fp16 where ComfyUI itself would use it on ``load_device`` (it knows the GPUs where fp16 is
-    broken or slow), else fp32; None when this ComfyUI cannot say."""
+    """On a GPU: fp16 where ComfyUI itself would use it on ``load_device`` (it knows the GPUs where
+    fp16 is broken or slow), else fp32; None when this ComfyUI cannot say. On a CPU: the library's
+    choice (bf16 with AMX-BF16, else fp32)."""
     import comfy.model_management as mm
     import torch
 
+    from ..sadtalker_models.precision import auto_dtype as library_auto_dtype
+
+    if torch.device(load_device).type == "cpu":
+        return library_auto_dtype(load_device)
     should_use_fp16 = getattr(mm, "should_use_fp16", None)
     if should_use_fp16 is None:
         return None

@@ -228,8 +228,9 @@ class SadTalkerModelLoader:
                            "mapping_00229-model.pth.tar and mapping_00109-model.pth.tar."}),
             "precision": (PRECISIONS, {
                 "default": "auto",
-                "tooltip": "Renderer precision. auto = fp16 where ComfyUI uses fp16 on this GPU, else fp32 "
-                           "(always fp32 on CPU). The audio-to-motion networks always run in fp32."}),
+                "tooltip": "Renderer precision. auto = fp16 where ComfyUI uses fp16 on this GPU, else fp32; on "
+                           "a CPU bf16 where it has AMX (about 4.5x faster), else fp32. The audio-to-motion "
+                           "networks always run in fp32."}),
         }}
 
     def load(self, checkpoint: str, precision: str = "auto"):

@@ -69,8 +69,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--enhancer-upscale", type=int, default=2, choices=(1, 2),
                    help="output scale with --enhancer (2 like the original SadTalker)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="renderer precision (auto: fp16 on CUDA, fp32 on CPU; fp16/bf16 on a CPU "
-                   "without native support fall back to fp32 with a warning)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="renderer precision (auto: fp16 on CUDA, bf16 on a CPU with AMX, "
+                   "else fp32; fp16/bf16 on a CPU without native support fall back to fp32 with a warning)")
     p.add_argument("--landmark-backend", default="auto", choices=LANDMARK_BACKENDS)
     p.add_argument("--landmark-dir", help="folder with face-alignment weights (for --landmark-backend face_alignment)")
 

@@ -85,7 +85,7 @@ def speech(seconds: float) -> dict:
 
 @pytest.fixture(scope="module")
 def model(nodes):
-    (handle,) = nodes["SadTalkerModelLoader"]().load("SadTalker_V0.0.2_256.safetensors", "auto")
+    (handle,) = nodes["SadTalkerModelLoader"]().load("SadTalker_V0.0.2_256.safetensors", "fp32")
     return handle
 
 
@@ -287,11 +287,16 @@ def test_render_writes_a_preview_with_sound(rendered):
 
 
 def test_second_load_reuses_the_cached_models(pack, nodes, model):
+    """Same file, device and dtype: the cached models; auto on this CPU is the library's choice (bf16
+    with AMX, else fp32), and is the fp32 entry where that is fp32."""
     cache = pack.sadtalker_models.model_cache.MODEL_CACHE
     loads = cache.loads
     (again,) = nodes["SadTalkerModelLoader"]().load("SadTalker_V0.0.2_256.safetensors", "fp32")
     assert again is model
     assert cache.loads == loads
+    (auto,) = nodes["SadTalkerModelLoader"]().load("SadTalker_V0.0.2_256.safetensors", "auto")
+    assert auto.models.dtype == pack.sadtalker_models.precision.auto_dtype("cpu")
+    assert (auto is model) == (auto.models.dtype == torch.float32)
 
 
 def test_cancel_stops_rendering_within_one_batch(nodes, model, face, coefficients, monkeypatch):

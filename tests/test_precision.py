@@ -34,10 +34,36 @@ def _warnings(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
 
-def test_auto_never_picks_reduced_precision_on_a_cpu(cpu_with_native_half):
+def test_auto_picks_bf16_on_a_cpu_only_with_amx_tiles(cpu_with_native_half, monkeypatch):
+    """Native bf16/fp16 without AMX (AVX-512-BF16/FP16 only) stays float32 under auto: fp16 there was
+    measured slower than fp32; with AMX-BF16 tiles auto is bf16; CUDA is fp16 either way."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: False)
     assert precision.resolve_dtype("auto", "cpu") == torch.float32
     assert precision.resolve_dtype("auto", "cuda") == torch.float16
     assert precision.resolve_dtype("AUTO", torch.device("cuda:1")) == torch.float16
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert precision.resolve_dtype("auto", "cpu") == torch.bfloat16
+    assert precision.resolve_dtype("auto", "cuda") == torch.float16
+    monkeypatch.setattr(torch.cpu, "_is_amx_fp16_supported", lambda: True)
+    assert precision.cpu_has_amx(torch.float16) and precision.auto_dtype("cpu") == torch.bfloat16
+
+
+def test_auto_is_float32_on_an_avx2_only_cpu_and_follows_the_hardware_here():
+    """In a process limited to AVX2 (the stand-in for an AVX2-only CPU) auto is float32 even where the
+    chip has AMX; unlimited, auto is bf16 exactly when this CPU has AMX-BF16 tiles and oneDNN bf16."""
+    code = ("import torch; from sadtalker_models.precision import resolve_dtype as r; print(r('auto', 'cpu'), "
+            "torch.cpu._is_amx_tile_supported() and torch.ops.mkldnn._is_mkldnn_bf16_supported())")
+    limited = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", ATEN_CPU_CAPABILITY="avx2")
+    for env, expect_amx in ((limited, False), (dict(os.environ), None)):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        dtype, amx = out.stdout.split()
+        if expect_amx is False:
+            assert dtype == "torch.float32"
+        else:
+            assert dtype == ("torch.bfloat16" if amx == "True" else "torch.float32")
 
 
 @pytest.mark.parametrize("asked", ["bf16", "fp16", torch.bfloat16, torch.float16])
