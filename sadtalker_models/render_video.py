@@ -162,6 +162,10 @@ def render_to_mp4(models: Any, face: Any, coeffs: Any, path: str | Path, *, expr
     wave, rate = audio if audio is not None else (None, None)
     if restorer is not None and detector is None:
         raise ValueError("Face enhancement needs a landmark detector; pass detector=make_landmark_detector(...).")
+    if restorer is not None:   # follow the face from batch to batch
+        from .face.tracking import FaceTracker
+
+        detector = FaceTracker(detector)
     video = Mp4Writer(path, fps=coeffs.fps, audio=wave, sample_rate=rate, quality=quality)
     preview = Mp4Writer(preview_path, fps=coeffs.fps, audio=wave, sample_rate=rate) if preview_path else None
     encoders = _Encoders(video, preview, preview_max_side)

@@ -242,6 +242,20 @@ class DlibDetector:
         rgb = to_rgb_uint8(image)
         return [self._landmarks(rgb, rect) for rect in self._face_rects(rgb)]
 
+    def detect_box(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+        """Like :meth:`detect` on an (H, W, 3) uint8 RGB image, with the detector's face box
+        ``(left, top, right, bottom)``; None when no face is found."""
+        rects = self._face_rects(rgb)
+        if not rects:
+            return None
+        rect = max(rects, key=lambda r: r.width() * r.height())
+        return self._landmarks(rgb, rect), (rect.left(), rect.top(), rect.right(), rect.bottom())
+
+    def landmarks_in_box(self, rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        """The shape predictor alone: (68, 2) float32 landmarks of the face assumed in ``box``
+        ``(left, top, right, bottom)`` of an (H, W, 3) uint8 RGB image (no detection)."""
+        return self._landmarks(rgb, self._rect(*(int(round(v)) for v in box)))
+
     def _face_rects(self, rgb: np.ndarray) -> list:
         """dlib rectangles of the faces, in ``rgb``'s pixel grid."""
         small, scale = _detection_copy(rgb, self.max_side)
