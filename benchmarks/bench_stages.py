@@ -11,7 +11,8 @@ sizes as the official ones, so the same compute), timed per stage:
   batched torch Poisson blend (:mod:`sadtalker_models.face.seamless_clone`);
 * **enhance**: per frame, the landmarks that place the face (dlib, timed on the real face of the same
   frame size, as stand-in renders are no faces), then alignment + GFPGANv1.4 (a random-weight
-  stand-in of the official architecture) + paste with those landmarks;
+  stand-in of the official architecture) + paste with those landmarks, and the alignment and paste
+  alone (the CPU part of the enhancer, with a restorer that changes nothing);
 * **encode**: H.264 (ffmpeg) of the output frames.
 
 Video runs at 25 fps, so "s per s of video" = seconds per frame x 25; 1.0 would be real time.
@@ -99,6 +100,15 @@ def gfpgan_stand_in(folder: Path) -> Path:
     return path
 
 
+class Unchanged:
+    """A restorer that returns its faces as they are: times the enhancer's alignment and paste alone."""
+
+    architecture = "unchanged"
+
+    def restore(self, faces: torch.Tensor) -> torch.Tensor:
+        return faces
+
+
 def precisions_for(device: torch.device, asked: list[str]) -> list[str]:
     """fp32 always; fp16/bf16 only where they run natively (on a CPU without, they would fall back)."""
     out = []
@@ -171,7 +181,11 @@ def measure(args: argparse.Namespace) -> list[tuple[str, str, float, str]]:
                 rows.append(("enhance: landmarks", tag, seconds * FPS, f"{real.shape[1]}x{real.shape[0]}"))
                 seconds = best_time(lambda: enhance_frames(frames, restorer, landmarks=[points] * len(frames),
                                                            upscale=1), device, args.repeats)
-                rows.append(("enhance: GFPGAN", tag, seconds * per_video, f"{frames.shape[2]}x{frames.shape[1]}"))
+                rows.append(("enhance: align + GFPGAN + paste", tag, seconds * per_video,
+                             f"{frames.shape[2]}x{frames.shape[1]}"))
+                seconds = best_time(lambda: enhance_frames(frames, Unchanged(), landmarks=[points] * len(frames),
+                                                           upscale=1), device, args.repeats)
+                rows.append(("enhance: align + paste", tag, seconds * per_video, "CPU, without the network"))
 
             def encode():
                 with Mp4Writer(work / "out.mp4") as writer:

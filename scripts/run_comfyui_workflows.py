@@ -864,8 +864,8 @@ def case_timeout(args, case: Case) -> float:
 # --------------------------------------------------------------------------- in a browser (optional)
 
 SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasInfo": False}
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # the SadTalker nodes of the open graph that show frames or curves (restored or from a run)
 SHOWN_PREVIEWS = """() => window.app.graph._nodes
     .filter((n) => n.type?.startsWith("SadTalker") && (n._sadtalker?.curveData || n._sadtalker?.video?.element?.src))
@@ -903,7 +903,8 @@ def on_short_inputs(workflow: dict) -> dict:
     """A copy of a UI workflow that loads the runner's short inputs (``SHORT``) instead of the examples'."""
     workflow = copy.deepcopy(workflow)
     for node in workflow["nodes"]:
-        node["widgets_values"] = [SHORT.get(v, v) if isinstance(v, str) else v for v in node.get("widgets_values") or []]
+        values = node.get("widgets_values") or []
+        node["widgets_values"] = [SHORT.get(v, v) if isinstance(v, str) else v for v in values]
     return workflow
 
 
