@@ -83,7 +83,7 @@ SOCKETS = {
 }
 WIDGET_SOCKETS = {("CreateVideo", "fps"): "FLOAT"}   # widgets that the examples drive from a link
 LINKABLE_WIDGETS = {"filename_prefix": "STRING"}      # widgets one example drives from a link (add(linked=...))
-TITLES = {
+TITLES = {   # the display names, as the thumbnails draw them (the workflows store no titles)
     "SadTalkerModelLoader": "SadTalker Model Loader", "SadTalkerFaceCrop": "SadTalker Face Crop + 3DMM",
     "SadTalkerAudioToCoefficients": "SadTalker Audio to Coefficients",
     "SadTalkerReferenceToCoefficients": "SadTalker Video to Coefficients",
@@ -199,9 +199,7 @@ class Workflow:
             "properties": {"Node name for S&R": node_type, **({"cnr_id": "comfy-core"} if not node_type.startswith("SadTalker") else {})},
             "widgets_values": values,
         }
-        if node_type in TITLES:
-            node["title"] = TITLES[node_type]
-        self.nodes.append(node)
+        self.nodes.append(node)   # no stored title: ComfyUI shows the node's display name, in the user's language
         return node_id
 
     def link(self, src: int, src_slot: int, dst: int, dst_input: str) -> None:
@@ -539,7 +537,7 @@ def thumbnail(workflow: dict, caption: str):
             (44, 62, 80) if node["type"].startswith("SadTalker") else (53, 53, 53)
         draw.rounded_rectangle((ax, ay, bx, by), radius=4, fill=body, outline=(20, 20, 20))
         draw.rectangle((ax, ay, bx, ay + TITLE_H * scale), fill=(34, 34, 34))
-        title = node.get("title") or node["type"]
+        title = node.get("title") or TITLES.get(node["type"], node["type"])
         while title and draw.textlength(title, font=font) > bx - ax - 6:
             title = title[:-1]
         draw.text((ax + 3, ay + 1), title, fill=(221, 221, 221), font=font)

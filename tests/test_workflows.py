@@ -496,3 +496,10 @@ def test_runner_sees_the_live_previews_comfyui_sends_over_its_websocket():
     assert r.check_live_previews(previews, ["6"]) == []
     assert r.check_live_previews(previews, ["6", "9", "7"]) == [
         "node 9 sent no live preview frame while it rendered", "node 7 sent no live preview frame while it rendered"]
+
+
+def test_examples_store_no_node_titles_so_comfyui_shows_them_in_the_users_language():
+    """A stored title would win over the display name that ComfyUI translates (locales/zh)."""
+    for path in WORKFLOWS:
+        titled = [n["type"] for n in json.loads(path.read_text())["nodes"] if "title" in n]
+        assert titled == [], f"{path.name}: {titled}"
