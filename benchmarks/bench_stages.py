@@ -10,7 +10,8 @@ sizes as the official ones, so the same compute), timed per stage:
 * **paste-back** (full mode onto a 1920x1080 picture): ``cv2.seamlessClone`` per frame and the
   batched torch Poisson blend (:mod:`sadtalker_models.face.seamless_clone`);
 * **enhance**: per frame, the landmarks that place the face (dlib, timed on the real face of the same
-  frame size, as stand-in renders are no faces), then alignment + GFPGANv1.4 (a random-weight
+  frame size, as stand-in renders are no faces; detected on every frame, and followed with
+  :class:`~sadtalker_models.face.tracking.FaceTracker` as the enhancer does), then alignment + GFPGANv1.4 (a random-weight
   stand-in of the official architecture) + paste with those landmarks, and the alignment and paste
   alone (the CPU part of the enhancer, with a restorer that changes nothing);
 * **encode**: H.264 (ffmpeg) of the output frames.
@@ -43,6 +44,7 @@ from benchmarks.machine import cpu_name
 REPO = Path(__file__).resolve().parent.parent
 MEDIA = REPO / "tests" / "data" / "media"
 FPS = 25
+STAGES = ("face", "coefficients", "render", "paste", "enhance", "encode")
 FULL_PICTURE = (1920, 1080)   # width, height of the picture full mode pastes onto
 
 
@@ -126,6 +128,7 @@ def measure(args: argparse.Namespace) -> list[tuple[str, str, float, str]]:
     from sadtalker_models.enhance import enhance_frames, load_face_restorer
     from sadtalker_models.face.landmarks import make_landmark_detector
     from sadtalker_models.face.paste import FramePaster
+    from sadtalker_models.face.tracking import FaceTracker
     from sadtalker_models.stand_in_weights import write_stand_in_files
 
     device = pipeline.resolve_device(args.device)
@@ -146,14 +149,16 @@ def measure(args: argparse.Namespace) -> list[tuple[str, str, float, str]]:
         for mode in ("crop", "full"):
             tag = f"{size} {mode}" + (" 1080p" if mode == "full" else "")
             picture = pictures[mode]
-            face_seconds = best_time(lambda: pipeline.prepare_face(base, picture, mode, size, "dlib"), device,
-                                     args.repeats)
             face = pipeline.prepare_face(base, picture, mode, size, "dlib")
-            rows.append(("source face (once a clip)", tag, face_seconds / 10.0, f"{face_seconds:.2f} s a clip"))
-            coeff_seconds = best_time(lambda: pipeline.audio_to_coefficients(base, face, wave, rate), device,
-                                      args.repeats)
             coeffs = pipeline.audio_to_coefficients(base, face, wave, rate)
-            rows.append(("audio to coefficients", tag, coeff_seconds / coeffs.duration, "fp32"))
+            if "face" in args.stages:
+                face_seconds = best_time(lambda: pipeline.prepare_face(base, picture, mode, size, "dlib"), device,
+                                         args.repeats)
+                rows.append(("source face (once a clip)", tag, face_seconds / 10.0, f"{face_seconds:.2f} s a clip"))
+            if "coefficients" in args.stages:
+                coeff_seconds = best_time(lambda: pipeline.audio_to_coefficients(base, face, wave, rate), device,
+                                          args.repeats)
+                rows.append(("audio to coefficients", tag, coeff_seconds / coeffs.duration, "fp32"))
             short = pipeline.Coefficients(coeffs=coeffs.coeffs[:args.frames], still=coeffs.still,
                                           source_pose=coeffs.source_pose)
             crops = None
@@ -161,17 +166,19 @@ def measure(args: argparse.Namespace) -> list[tuple[str, str, float, str]]:
                 def render(models=models[precision]):
                     return np.concatenate(list(pipeline.render_frames(models, face, short, batch_size=args.batch_size,
                                                                       paste_back=False)))
-                rows.append(("render", tag, best_time(render, device, args.repeats) * per_video,
-                             f"{precision}, batch {args.batch_size}"))
+                if "render" in args.stages:
+                    rows.append(("render", tag, best_time(render, device, args.repeats) * per_video,
+                                 f"{precision}, batch {args.batch_size}"))
                 crops = render() if crops is None else crops
             frames = crops
-            if mode == "full":
+            if mode == "full" and "paste" in args.stages:
                 for backend in ("cv2", "torch"):
                     paster = FramePaster(face.original, face.crop_info, device, backend=backend)
                     seconds = best_time(lambda: paster(crops), device, args.repeats)
                     rows.append(("paste-back", tag, seconds * per_video, backend))
+            if mode == "full":
                 frames = FramePaster(face.original, face.crop_info, device)(crops)
-            if restorer is not None:
+            if restorer is not None and "enhance" in args.stages:
                 # stand-in renders are no faces, so time the two halves on the real face of the same frame
                 # geometry (the crop, or the 1080p picture): the per-frame landmarks, then align + GFPGAN
                 # + paste with those landmarks for every frame (a face is always found)
@@ -179,6 +186,13 @@ def measure(args: argparse.Namespace) -> list[tuple[str, str, float, str]]:
                 points = detector.detect(real)
                 seconds = best_time(lambda: detector.detect(real), device, args.repeats)
                 rows.append(("enhance: landmarks", tag, seconds * FPS, f"{real.shape[1]}x{real.shape[0]}"))
+
+                def follow():   # one second of video: a detection, then the shape predictor in the last box
+                    tracker = FaceTracker(detector)
+                    for _ in range(FPS):
+                        tracker.detect(real)
+                rows.append(("enhance: landmarks, followed", tag, best_time(follow, device, args.repeats),
+                             "FaceTracker"))
                 seconds = best_time(lambda: enhance_frames(frames, restorer, landmarks=[points] * len(frames),
                                                            upscale=1), device, args.repeats)
                 rows.append(("enhance: align + GFPGAN + paste", tag, seconds * per_video,
@@ -193,8 +207,9 @@ def measure(args: argparse.Namespace) -> list[tuple[str, str, float, str]]:
                         writer.write(pad_to_even(frames))
                 return writer
             repeats = max(1, 10 // len(frames)) * len(frames)
-            rows.append(("encode (H.264)", tag, best_time(encode, device, args.repeats) * FPS / repeats,
-                         f"{frames.shape[2]}x{frames.shape[1]}"))
+            if "encode" in args.stages:
+                rows.append(("encode (H.264)", tag, best_time(encode, device, args.repeats) * FPS / repeats,
+                             f"{frames.shape[2]}x{frames.shape[1]}"))
     return rows
 
 
@@ -224,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "fp16"], choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES,
+                        help="the stages to time (the frames the later ones need are rendered anyway)")
     parser.add_argument("--no-enhance", action="store_true", help="skip the GFPGAN stage")
     args = parser.parse_args(argv)
     device = pipeline.resolve_device(args.device)
