@@ -265,15 +265,11 @@ def _read_jsonl(fh, names: set[str]) -> list[ManifestRow]:
 
 
 @dataclass
-class Job:
-    """One manifest row ready to render: the run arguments (``args``, paths absolute) or, for a bad
-    row, ``error`` (one sentence). ``out`` is the video as recorded in the results: relative to the
-    output folder when inside it."""
+class _Row:
+    """A manifest row's line and video (``out``: relative to the output folder when inside it)."""
 
     line: int
     out: str
-    args: argparse.Namespace | None = None
-    error: str | None = None
 
     @property
     def key(self) -> str:
@@ -282,19 +278,22 @@ class Job:
 
 
 @dataclass
-class RowResult:
+class Job(_Row):
+    """One manifest row ready to render: the run arguments (``args``, paths absolute) or, for a bad
+    row, ``error`` (one sentence)."""
+
+    args: argparse.Namespace | None = None
+    error: str | None = None
+
+
+@dataclass
+class RowResult(_Row):
     """One record of the results file."""
 
-    line: int
-    out: str
-    status: str            # "ok" or "error" (a run that was stopped records nothing)
+    status: str = "error"  # "ok" or "error" (a run that was stopped records nothing)
     error: str = ""
     seconds: float = 0.0
     frames: int = 0
-
-    @property
-    def key(self) -> str:
-        return self.out or f"#{self.line}"
 
 
 @dataclass
