@@ -368,6 +368,54 @@ def _scale_pixels(matrix: np.ndarray, factor: float) -> np.ndarray:
     return out
 
 
+def _paste_geometry(to_template: np.ndarray, size: int, canvas_hw: tuple[int, int], upscale: int
+                    ) -> tuple[int | None, np.ndarray, tuple[int, int, int, int]] | None:
+    """Where a restored ``size`` x ``size`` crop goes in the canvas: the side to shrink it to first
+    (None: no shrink; a face drawn under 0.75 of its size is area-averaged before the warp so that it
+    does not alias), the (2, 3) map from the (shrunk) crop to the canvas box, and that box
+    ``(x0, y0, x1, y1)``; None when the face lies entirely outside the canvas."""
+    back = _scale_pixels(cv2.invertAffineTransform(to_template).astype(np.float64), float(upscale))
+    scale = float(np.sqrt(abs(np.linalg.det(back[:, :2]))))
+    small = None
+    if scale < 0.75:
+        small = max(8, int(round(size * scale)))
+        a = size / small
+        back = back @ np.array([[a, 0.0, 0.5 * a - 0.5], [0.0, a, 0.5 * a - 0.5], [0.0, 0.0, 1.0]])
+    src = small or size
+    corners = np.array([[-0.5, -0.5, 1], [src - 0.5, -0.5, 1], [-0.5, src - 0.5, 1], [src - 0.5, src - 0.5, 1]])
+    mapped = corners @ back.T
+    height, width = canvas_hw
+    x0 = max(int(np.floor(mapped[:, 0].min())), 0)
+    y0 = max(int(np.floor(mapped[:, 1].min())), 0)
+    x1 = min(int(np.ceil(mapped[:, 0].max())) + 1, width)
+    y1 = min(int(np.ceil(mapped[:, 1].max())) + 1, height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    roi_map = back.copy()
+    roi_map[:, 2] -= (x0, y0)
+    return small, roi_map, (x0, y0, x1, y1)
+
+
+def _paste_face_torch(canvas: torch.Tensor, face: torch.Tensor, to_template: np.ndarray, mask: torch.Tensor,
+                      strength: float, upscale: int = 1) -> bool:
+    """:func:`paste_face` on the device: ``canvas`` (3, H, W) float32 changed in place, ``face``
+    (3, 512, 512) and ``mask`` (1, 512, 512) float32 on the same device."""
+    from .face.affine_warp import warp_affine
+
+    geometry = _paste_geometry(to_template, face.shape[-1], tuple(canvas.shape[-2:]), upscale)
+    if geometry is None:
+        return False
+    small, roi_map, (x0, y0, x1, y1) = geometry
+    src = torch.cat([face, mask])[None]
+    if small is not None:
+        src = torch.nn.functional.interpolate(src, size=(small, small), mode="area")
+    warped = warp_affine(src[:, :3], [roi_map], (x1 - x0, y1 - y0))[0]               # BORDER_REPLICATE
+    alpha = warp_affine(src[:, 3:], [roi_map], (x1 - x0, y1 - y0), (0.0,))[0] * float(strength)
+    roi = canvas[:, y0:y1, x0:x1]
+    roi.copy_((roi * (1.0 - alpha) + warped * alpha).clamp_(0.0, 1.0))
+    return True
+
+
 def paste_face(
     canvas: np.ndarray,
     face: np.ndarray,
@@ -389,31 +437,14 @@ def paste_face(
     Returns:
         False when the face lies entirely outside the canvas, else True.
     """
-    size = face.shape[0]
-    back = _scale_pixels(cv2.invertAffineTransform(to_template).astype(np.float64), float(upscale))
-    scale = float(np.sqrt(abs(np.linalg.det(back[:, :2]))))
+    geometry = _paste_geometry(to_template, face.shape[0], canvas.shape[:2], upscale)
+    if geometry is None:
+        return False
+    small, roi_map, (x0, y0, x1, y1) = geometry
     src_face, src_mask = face, mask
-    if scale < 0.75:
-        # shrink with area averaging first so that the bilinear warp does not alias
-        small = max(8, int(round(size * scale)))
+    if small is not None:   # shrink with area averaging first so that the bilinear warp does not alias
         src_face = cv2.resize(face, (small, small), interpolation=cv2.INTER_AREA)
         src_mask = cv2.resize(mask, (small, small), interpolation=cv2.INTER_AREA)
-        a = size / small
-        pre = np.array([[a, 0.0, 0.5 * a - 0.5], [0.0, a, 0.5 * a - 0.5], [0.0, 0.0, 1.0]])
-        back = back @ pre
-    src_size = src_face.shape[0]
-
-    corners = np.array([[-0.5, -0.5, 1], [src_size - 0.5, -0.5, 1], [-0.5, src_size - 0.5, 1], [src_size - 0.5, src_size - 0.5, 1]])
-    mapped = corners @ back.T
-    height, width = canvas.shape[:2]
-    x0 = max(int(np.floor(mapped[:, 0].min())), 0)
-    y0 = max(int(np.floor(mapped[:, 1].min())), 0)
-    x1 = min(int(np.ceil(mapped[:, 0].max())) + 1, width)
-    y1 = min(int(np.ceil(mapped[:, 1].max())) + 1, height)
-    if x1 <= x0 or y1 <= y0:
-        return False
-    roi_map = back.copy()
-    roi_map[:, 2] -= (x0, y0)
     box = (x1 - x0, y1 - y0)
     warped = cv2.warpAffine(src_face, roi_map, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(src_mask, roi_map, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
@@ -467,6 +498,7 @@ def enhance_frames(
     batch_size: int = 4,
     progress: ProgressCallback | None = None,
     track: bool = True,
+    warp: str = "auto",
 ) -> tuple[np.ndarray | torch.Tensor, EnhanceStats]:
     """Restore the face in every frame and blend it back.
 
@@ -485,6 +517,9 @@ def enhance_frames(
             around ``detector`` (a full detection only every 25 frames, at a cut or when the face
             jumps), about 9x cheaper per frame at 512 px; False detects every frame. A
             ``FaceTracker`` passed as ``detector`` is used as it is (to follow the face across calls).
+        warp: where the faces are aligned and pasted back: ``"torch"`` on the restorer's device
+            (:mod:`.face.affine_warp`), ``"cv2"`` on the CPU, ``"auto"`` = torch when the restorer is
+            on a GPU, else cv2 (faster on a CPU). The up-scaling of the background stays OpenCV's.
 
     Returns:
         (frames, stats): frames of shape (T, H·upscale, W·upscale, 3) with the input's kind
@@ -500,13 +535,21 @@ def enhance_frames(
     pixels = _Pixels(array.dtype)
     out = np.empty((total, height * upscale, width * upscale, 3), dtype=pixels.out_dtype)
     mask = feather_mask(TEMPLATE_SIZE)
+    device = _warp_device(warp, restorer)
     architecture = str(getattr(restorer, "architecture", type(restorer).__name__))
     stats = EnhanceStats(total_frames=total, enhanced_frames=0, architecture=architecture, upscale=upscale)
 
     for start in range(0, total, batch_size):
         stop = min(start + batch_size, total)
         floats, crops, transforms = _align_batch(array, range(start, stop), pixels, strength, detector, landmarks,
-                                                 stats)
+                                                 stats, warp_crops=device is None)
+        if device is not None:
+            for offset, canvas in enumerate(_enhance_on_device(floats, transforms, restorer, mask, strength,
+                                                               upscale, device, stats, start)):
+                out[start + offset] = pixels.store(canvas)
+            if progress is not None:
+                progress(stop, total)
+            continue
         restored = _restore(restorer, crops)
         face_index = 0
         for offset, (frame, matrix) in enumerate(zip(floats, transforms)):
@@ -529,6 +572,49 @@ def enhance_frames(
     if out_device is not None:
         return torch.from_numpy(out).to(out_device), stats
     return out, stats
+
+
+WARP_BACKENDS = ("auto", "torch", "cv2")
+
+
+def _warp_device(warp: str, restorer: Restorer) -> torch.device | None:
+    """The device the torch warps run on, or None for OpenCV (see ``enhance_frames``' ``warp``)."""
+    if warp not in WARP_BACKENDS:
+        raise ValueError(f"Unknown warp backend {warp!r}; use one of {', '.join(WARP_BACKENDS)}.")
+    device = torch.device(getattr(restorer, "device", None) or "cpu")
+    if warp == "cv2" or (warp == "auto" and device.type == "cpu"):
+        return None
+    return device
+
+
+def _enhance_on_device(floats: list[np.ndarray], transforms: list, restorer: Restorer, mask: np.ndarray,
+                       strength: float, upscale: int, device: torch.device, stats: EnhanceStats,
+                       start: int) -> np.ndarray:
+    """One batch with the alignment and the paste on ``device``: float32 frames (H, W, 3) and their
+    alignment matrices (or None) -> (b, H·upscale, W·upscale, 3) float32 enhanced frames."""
+    from .face.affine_warp import warp_affine
+
+    frames = torch.from_numpy(np.stack(floats)).to(device).permute(0, 3, 1, 2)
+    if upscale > 1:   # the background: OpenCV's Lanczos, as on the CPU path
+        height, width = floats[0].shape[:2]
+        canvases = torch.from_numpy(np.stack([
+            np.clip(cv2.resize(f, (width * upscale, height * upscale), interpolation=cv2.INTER_LANCZOS4), 0.0, 1.0)
+            for f in floats])).to(device).permute(0, 3, 1, 2).contiguous()
+    else:
+        canvases = frames.clone()
+    with_face = [i for i, matrix in enumerate(transforms) if matrix is not None]
+    if with_face:
+        border = [v / 255.0 for v in _BORDER_RGB]
+        crops = warp_affine(frames[with_face], [transforms[i] for i in with_face], (TEMPLATE_SIZE, TEMPLATE_SIZE),
+                            border)
+        restored = restorer.restore(crops).to(device=device, dtype=torch.float32).clamp(0.0, 1.0)
+        weights = torch.from_numpy(mask)[None].to(device)
+        for face, index in zip(restored, with_face):
+            if _paste_face_torch(canvases[index], face, transforms[index], weights, strength, upscale):
+                stats.enhanced_frames += 1
+            else:
+                stats.frames_without_face.append(start + index)
+    return canvases.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _check_enhance_args(strength: float, upscale: int, batch_size: int, detector: LandmarkDetector | None,
@@ -582,9 +668,11 @@ class _Pixels:
 
 
 def _align_batch(array: np.ndarray, indices: range, pixels: _Pixels, strength: float,
-                 detector: LandmarkDetector | None, landmarks: Sequence[np.ndarray | None] | np.ndarray | None, stats: EnhanceStats) -> tuple[list[np.ndarray], list[np.ndarray], list]:
+                 detector: LandmarkDetector | None, landmarks: Sequence[np.ndarray | None] | np.ndarray | None,
+                 stats: EnhanceStats, warp_crops: bool = True) -> tuple[list[np.ndarray], list[np.ndarray], list]:
     """For frames ``indices``: float32 frames ``(H, W, 3)``, the aligned 512 face crops of those with a
-    usable face, and per frame its alignment matrix (2, 3) or None (noted in ``stats``)."""
+    usable face (OpenCV; none when not ``warp_crops``), and per frame its alignment matrix (2, 3) or
+    None (noted in ``stats``)."""
     border = tuple(v / 255.0 for v in _BORDER_RGB)
     floats: list[np.ndarray] = []
     crops: list[np.ndarray] = []
@@ -602,8 +690,9 @@ def _align_batch(array: np.ndarray, indices: range, pixels: _Pixels, strength: f
             continue
         matrix = alignment_transform(points)
         transforms.append(matrix)
-        crops.append(cv2.warpAffine(frame, matrix, (TEMPLATE_SIZE, TEMPLATE_SIZE), flags=cv2.INTER_LINEAR,
-                                    borderMode=cv2.BORDER_CONSTANT, borderValue=border))
+        if warp_crops:
+            crops.append(cv2.warpAffine(frame, matrix, (TEMPLATE_SIZE, TEMPLATE_SIZE), flags=cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_CONSTANT, borderValue=border))
     return floats, crops, transforms
 
 
