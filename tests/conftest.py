@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -31,6 +32,11 @@ import pytest
 import torch
 
 from sadtalker_models import stand_in_weights as weights_writer
+
+# A suite started in the background of a non-interactive shell (nohup, `cmd &`) inherits SIGINT
+# ignored, and so would every CLI it starts; the Ctrl-C tests need it delivered, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"
