@@ -42,11 +42,11 @@ def test_warp_affine_equals_cv2(border):
     assert np.allclose(invert_affine(matrix), cv2.invertAffineTransform(matrix))
 
 
-def _compare(frames: np.ndarray, upscale: int = 1) -> tuple[float, float]:
+def _compare(frames: np.ndarray, upscale: int = 1, restorer: Darken | None = None) -> tuple[float, float]:
     detector = make_landmark_detector("dlib")
     results = {}
     for warp in ("cv2", "torch"):
-        results[warp], stats = enhance_frames(frames, Darken(), detector, upscale=upscale, warp=warp)
+        results[warp], stats = enhance_frames(frames, restorer or Darken(), detector, upscale=upscale, warp=warp)
         assert stats.enhanced_frames == len(frames), warp
     assert np.abs(results["cv2"].astype(int) - cv2.resize(frames[0], None, fx=upscale, fy=upscale,
                                                           interpolation=cv2.INTER_LANCZOS4)).mean() > 1.0
@@ -95,3 +95,20 @@ def test_auto_warps_on_the_restorers_device():
     assert _warp_device("cv2", OnGpu()) is None
     with pytest.raises(ValueError, match="warp backend"):
         _warp_device("opencv", Darken())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the GPU path of the enhancer's warps)")
+def test_on_cuda_the_warps_run_there_and_equal_opencv():
+    class OnGpu(Darken):
+        device = torch.device("cuda")
+        seen: list[str] = []
+
+        def restore(self, faces: torch.Tensor) -> torch.Tensor:
+            self.seen.append(faces.device.type)
+            return faces.to(self.device) * 0.5
+
+    frames, _ = read_video(MEDIA / "ref_pose_blink_3s.mp4", max_frames=3)
+    restorer = OnGpu()
+    mean, worst = _compare(np.stack(list(frames)), restorer=restorer)
+    assert restorer.seen == ["cpu", "cuda"]    # OpenCV's crops come from the CPU, torch's from the GPU
+    assert mean < 0.05 and worst <= 2, (mean, worst)
