@@ -945,17 +945,17 @@ def browser_cases(server: Server, args, plain: Path) -> dict[str, list[str]]:
     name = f"stale previews: {plain.name} loaded twice, the second time with another picture"
     log.info("case: %s", name)
     server.post("/settings", SETTINGS)   # no first-visit template browser
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 860})
-            page.on("pageerror", lambda err: log.warning("page error: %s", err))
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_FLAGS)
             try:
+                page = browser.new_page(viewport={"width": 1600, "height": 860})
+                page.on("pageerror", lambda err: log.warning("page error: %s", err))
                 problems = stale_preview_problems(page, server, plain, args.quick)
-            except PlaywrightError as err:
-                problems = [f"the browser failed: {err}"]
-        finally:
-            browser.close()
+            finally:
+                browser.close()
+    except PlaywrightError as err:
+        problems = [f"the browser failed: {str(err).splitlines()[0]}"]
     log.log(logging.ERROR if problems else logging.INFO, "%s %s%s", "FAILED" if problems else "PASSED", name,
             "".join(f"\n  {p}" for p in problems))
     return {name: problems}
