@@ -13,7 +13,7 @@ import torch
 
 from sadtalker_models import pipeline
 from sadtalker_models.model_cache import ModelCache, make_key
-from sadtalker_models.precision import cpu_runs_natively
+from sadtalker_models.precision import cpu_has_amx, cpu_runs_natively
 from sadtalker_models.video import Mp4Writer, fit_audio, load_audio, probe, read_image, read_video, write_wav
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,7 +133,8 @@ def test_parse_angles():
 
 
 def test_precision_and_device_choices():
-    assert pipeline.resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    amx = cpu_has_amx(torch.bfloat16)   # auto is bf16 on a CPU with AMX-BF16 tiles, else fp32
+    assert pipeline.resolve_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if amx else torch.float32)
     assert pipeline.resolve_dtype("auto", torch.device("cuda")) == torch.float16
     native_bf16 = cpu_runs_natively(torch.bfloat16)
     assert pipeline.resolve_dtype("bf16", torch.device("cpu")) == (torch.bfloat16 if native_bf16 else torch.float32)
