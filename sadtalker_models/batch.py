@@ -290,7 +290,7 @@ class Job(_Row):
 class RowResult(_Row):
     """One record of the results file."""
 
-    status: str = "error"  # "ok" or "error" (a run that was stopped records nothing)
+    status: str            # "ok" or "error" (a run that was stopped records nothing)
     error: str = ""
     seconds: float = 0.0
     frames: int = 0

@@ -554,8 +554,7 @@ def enhance_frames(
         face_index = 0
         for offset, (frame, matrix) in enumerate(zip(floats, transforms)):
             if upscale > 1:
-                canvas = cv2.resize(frame, (width * upscale, height * upscale), interpolation=cv2.INTER_LANCZOS4)
-                np.clip(canvas, 0.0, 1.0, out=canvas)
+                canvas = _upscaled(frame, upscale)
             else:
                 canvas = frame.copy() if not pixels.is_uint8 else frame
             if matrix is not None and restored is not None:
@@ -577,6 +576,13 @@ def enhance_frames(
 WARP_BACKENDS = ("auto", "torch", "cv2")
 
 
+def _upscaled(frame: np.ndarray, upscale: int) -> np.ndarray:
+    """The background of an up-scaled frame: (H, W, 3) float32 -> (H·upscale, W·upscale, 3), Lanczos, 0..1."""
+    height, width = frame.shape[:2]
+    canvas = cv2.resize(frame, (width * upscale, height * upscale), interpolation=cv2.INTER_LANCZOS4)
+    return np.clip(canvas, 0.0, 1.0, out=canvas)
+
+
 def _warp_device(warp: str, restorer: Restorer) -> torch.device | None:
     """The device the torch warps run on, or None for OpenCV (see ``enhance_frames``' ``warp``)."""
     if warp not in WARP_BACKENDS:
@@ -596,10 +602,8 @@ def _enhance_on_device(floats: list[np.ndarray], transforms: list, restorer: Res
 
     frames = torch.from_numpy(np.stack(floats)).to(device).permute(0, 3, 1, 2)
     if upscale > 1:   # the background: OpenCV's Lanczos, as on the CPU path
-        height, width = floats[0].shape[:2]
-        canvases = torch.from_numpy(np.stack([
-            np.clip(cv2.resize(f, (width * upscale, height * upscale), interpolation=cv2.INTER_LANCZOS4), 0.0, 1.0)
-            for f in floats])).to(device).permute(0, 3, 1, 2).contiguous()
+        canvases = torch.from_numpy(np.stack([_upscaled(f, upscale) for f in floats])).to(device)
+        canvases = canvases.permute(0, 3, 1, 2).contiguous()
     else:
         canvases = frames.clone()
     with_face = [i for i, matrix in enumerate(transforms) if matrix is not None]
