@@ -269,6 +269,11 @@ class Server:
         self.log_file.close()
 
 
+def _masked(payload: bytes, mask: bytes) -> bytes:
+    """A websocket payload XOR-ed with its 4-byte mask (the same operation masks and unmasks)."""
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
 class Listener:
     """ComfyUI's websocket as one client (``client_id``), read on a thread: the preview images sent to
     it (the live frames on a node's progress bar) and when each of its prompts ended. Plain RFC 6455
@@ -305,8 +310,7 @@ class Listener:
         size = len(payload)
         length = (bytes([0x80 | size]) if size < 126 else bytes([0x80 | 126]) + struct.pack(">H", size)
                   if size < 65536 else bytes([0x80 | 127]) + struct.pack(">Q", size))
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(bytes([0x80 | opcode]) + length + mask + masked)
+        self.sock.sendall(bytes([0x80 | opcode]) + length + mask + _masked(payload, mask))
 
     def _exactly(self, size: int) -> bytes:
         while len(self.buffer) < size:
@@ -328,7 +332,7 @@ class Listener:
                 mask = self._exactly(4) if second & 0x80 else b""
                 payload = self._exactly(size)
                 if mask:
-                    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                    payload = _masked(payload, mask)
                 if opcode == 8:
                     return
                 if opcode == 9:
@@ -872,6 +876,11 @@ SHOWN_PREVIEWS = """() => window.app.graph._nodes
     .map((n) => String(n.id))"""
 
 
+def plain_example(workflows: list[Path]) -> Path:
+    """The example the browser cases open: :data:`PLAIN_EXAMPLE`, else the first one."""
+    return next((p for p in workflows if p.name == PLAIN_EXAMPLE), workflows[0])
+
+
 def chromium_path(given: str | None) -> str | None:
     """The given Chromium (None when it does not exist), else the first one on PATH."""
     if given:
@@ -1050,8 +1059,7 @@ def run_all(args, base: Path) -> tuple[dict[str, list[str]], int]:
         if missing:
             log.warning("left out: the stale-preview case, which needs a browser: %s", missing)
         else:
-            plain = next((p for p in workflows if p.name == PLAIN_EXAMPLE), workflows[0])
-            browser = browser_cases(server, args, plain)
+            browser = browser_cases(server, args, plain_example(workflows))
             cases += [Case(name, {}, 0) for name in browser]
             failures.update({name: problems for name, problems in browser.items() if problems})
         server_log = server.log_tail(100000).splitlines()

@@ -146,7 +146,7 @@ def shoot(args, base: Path, playwright) -> list[Path]:
     runner.prepare_base(args, base, ffmpeg)
     server = runner.Server(args.comfyui.resolve(), args.python, base, runner.free_port(), base / "comfyui.log")
     workflows = args.workflows or runner.find_workflows(args.pack)
-    plain = next((p for p in workflows if p.name == runner.PLAIN_EXAMPLE), workflows[0])
+    plain = runner.plain_example(workflows)
     saved = []
     try:
         server.wait_ready(args.startup_timeout)
